@@ -1,0 +1,41 @@
+# Two commands matter: `make demo` and `make test`. Everything else is plumbing.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+export YOLO_OFFLINE := 1
+export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
+export MPLBACKEND := Agg
+export PYTHONUTF8 := 1
+
+.PHONY: venv demo test test-full lint format clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "make venv: $(PY) not found (Python 3.11 is required); set PY=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q "pip>=23" "setuptools>=77" wheel
+	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation -c constraints.txt sam2==1.1.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,baselines,cluster]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	$(BIN)/python tools/demo.py
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
