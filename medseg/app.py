@@ -1,0 +1,105 @@
+"""What the entry points share: build model + data + task from the config, then fit or evaluate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medseg.context import prepare_data, setup_runtime
+from medseg.engine import Engine
+from medseg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run folder: Hydra's runtime output dir (``hydra.run.dir`` / the multirun job folder)."""
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        out = OmegaConf.select(hc, "runtime.output_dir")
+        if out:
+            return Path(out)
+        return Path(hc.run.dir)
+    return Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs/run"))
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    """Instantiate ``cfg.model.net`` (loads and checks ``model.checkpoint`` before anything is written)."""
+    try:
+        model = instantiate(cfg.model.net)
+    except (
+        InstantiationException
+    ) as e:  # show the user's error (bad checkpoint, missing weights), not Hydra's wrapper
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError, RuntimeError)):
+            raise e.__cause__ from None
+        raise
+    if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
+        return model
+    from sam2_train.trainable import trainable_table
+
+    table = trainable_table(model)
+    log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
+    return model.to(device)
+
+
+def check_data(cfg: DictConfig, ctx) -> None:
+    """Fast integrity check of every case before step 1 (``verify_data=false`` skips it)."""
+    if not cfg.get("verify_data", True) or not ctx.dist.is_main:
+        return
+    from medseg.verify import verify_dataset
+
+    problems = verify_dataset(ctx.dataset, fast=True)
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = (
+            f" (+{len(problems) - 5} more; run tools/verify_dataset.py for the full list)"
+            if len(problems) > 5
+            else ""
+        )
+        raise DataError(f"{cfg.dataset.root}: {len(problems)} problem(s) in the dataset: {shown}{more}")
+
+
+def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
+    """Fit (``train=true``) or evaluate (``train=false``) the model named by ``cfg.model`` in ``mode``.
+
+    Returns the best value of ``trainer.monitor`` (or ``optimized_metric``) for Hydra sweepers.
+    """
+    out = output_dir(cfg)
+    device, dist_info = setup_runtime(cfg)
+    model = build_model(cfg, device)
+    ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info)
+    check_data(cfg, ctx)
+    task = instantiate(cfg.model[task_key])(cfg=cfg, ctx=ctx)
+    engine = Engine(
+        cfg=cfg,
+        task=task,
+        model=model,
+        out_dir=out,
+        device=device,
+        dist_info=dist_info,
+        extra_state={"model_cfg": OmegaConf.to_container(cfg.model, resolve=True), "splits": ctx.splits},
+    )
+    if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
+        engine.model = (
+            task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
+        )
+        summary = engine.evaluate()
+        result = summary.get(str(cfg.trainer.monitor))
+    elif cfg.get("train", True):
+        result = engine.fit()
+    else:
+        summary = engine.evaluate()
+        result = summary.get(str(cfg.trainer.monitor))
+    metric = cfg.get("optimized_metric")
+    if metric and engine.history:
+        vals = [r.get(metric) for r in engine.history if r.get(metric) is not None]
+        result = max(vals) if vals else None
+    if dist_info.is_main:
+        print(f"outputs in {out}", flush=True)
+    return result

@@ -1,0 +1,416 @@
+"""The one training engine shared by 2D SAM2, 3D SAM2 and the baselines.
+
+A *task* supplies the model-specific parts::
+
+    task.train_dataset              # object with __len__ and get(i, rng) -> sample
+    task.collate(samples) -> batch  # batch has .to(device)
+    task.training_step(model, batch) -> {"loss": tensor, "<part>": tensor, ...}
+    task.validate(model, *, epoch, vis_dir) -> (summary {"val/dice": ...}, rows [{case_id, class, ...}], images)
+
+The engine does the rest: epochs/steps, per-epoch seeded data order (exact resume mid-run),
+gradient accumulation and clipping, bf16 autocast on CUDA, validation every ``val_freq`` epochs,
+``checkpoint_last.pth`` / ``checkpoint_best.pth`` written atomically, NaN/inf guard, tqdm,
+TensorBoard, ``metrics.csv`` / ``val_cases.csv``, and data parallelism over torchrun processes
+(gradients all-reduced after each accumulation window, which is what DDP computes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from medseg.optim import build_optimizer, build_scheduler
+from medseg.runtime import DistInfo, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
+from medseg.tables import write_csv
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "sam2-medical/1"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. NaN loss); the message says why and where the last good checkpoint is."""
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Map ``(epoch, index)`` to a sample drawn with its own RNG, so data is identical whatever the
+    number of workers, processes or resumes."""
+
+    def __init__(self, source, seed: int):
+        self.source, self.seed = source, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+        return self.source.get(int(i), rng)
+
+
+def epoch_batches(
+    n: int, batch_size: int, world: int, epoch: int, seed: int, limit: int | None
+) -> list[list[int]]:
+    """Global batches of one epoch (a seeded permutation), each of ``batch_size * world`` indices.
+
+    Small datasets wrap around so every batch is full and every process gets the same count.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    gbs = batch_size * world
+    n_batches = max(1, n // gbs)
+    if limit:
+        n_batches = min(n_batches, int(limit)) if n >= gbs else min(int(limit), 1)
+    need = n_batches * gbs
+    order = (order * (need // n + 1))[:need]
+    return [order[b * gbs : (b + 1) * gbs] for b in range(n_batches)]
+
+
+class Engine:
+    """Fit or evaluate ``model`` with ``task`` under ``cfg`` (the resolved Hydra config)."""
+
+    def __init__(
+        self,
+        *,
+        cfg: DictConfig,
+        task,
+        model: torch.nn.Module,
+        out_dir: str | Path,
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+        extra_state: dict | None = None,
+    ):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.t = cfg.trainer
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.dist = dist_info or DistInfo()
+        self.extra_state = extra_state or {}
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.best = {"metric": str(self.t.monitor), "value": None, "epoch": None}
+        self.writer = None
+        self.amp = bool(self.t.amp) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=False
+        )  # bf16 needs no scaling; kept for the format
+
+    # ------------------------------------------------------------------ set-up
+    def _setup_training(self):
+        self.optimizer = build_optimizer(self.cfg.optim, self.model)
+        n = len(self.task.train_dataset)
+        if n == 0:
+            raise ValueError("the training split is empty: check dataset.root and the split settings")
+        per_epoch = len(
+            epoch_batches(n, int(self.t.batch_size), self.dist.world_size, 0, 0, self.t.limit_train_batches)
+        )
+        accum = max(1, int(self.t.accumulate_grad_batches))
+        total = math.ceil(per_epoch / accum) * int(self.t.max_epochs)
+        if self.t.max_steps:
+            total = min(total, int(self.t.max_steps))
+        self.total_steps = total
+        self.scheduler = build_scheduler(self.cfg.scheduler, self.optimizer, total)
+        if self.dist.enabled:  # same start everywhere
+            for p in self.model.state_dict().values():
+                dist.broadcast(p.data if isinstance(p, torch.nn.Parameter) else p, src=0)
+
+    def _open_writer(self):
+        if self.dist.is_main and self.cfg.logger.get("tensorboard", False) and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {
+            "format": CKPT_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "rng": rng_state(),
+            "best": dict(self.best),
+            "history": list(self.history),
+            "config": OmegaConf.to_container(self.cfg, resolve=False),
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
+            **self.extra_state,
+        }
+
+    def save(self, name: str, *, weights_only: bool = False):
+        """Write a checkpoint. ``weights_only`` keeps the model and run metadata but not the optimizer,
+        scheduler, scaler and RNG state (``checkpoint_best.pth``: a third of the size; resume uses
+        ``checkpoint_last.pth``)."""
+        if self.dist.is_main:
+            state = self.state()
+            if weights_only:
+                for key in ("optimizer", "scheduler", "scaler", "rng"):
+                    state.pop(key, None)
+            atomic_torch_save(state, self.out_dir / name)
+
+    def resume(self, path: str | Path):
+        from sam2_train.checkpoint import CheckpointError, read_checkpoint
+
+        ck = read_checkpoint(path)
+        if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
+            what = (
+                "holds weights only"
+                if ck.get("format") == CKPT_FORMAT
+                else "is not a training checkpoint of this suite"
+            )
+            raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+        missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}: model keys do not match this config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
+        self.best = ck["best"]
+        self.history = list(ck.get("history", []))
+        set_rng_state(ck["rng"])
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(ck.get("task", {}))
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, batches: list[list[int]], epoch: int):
+        bs, r = int(self.t.batch_size), self.dist.rank
+        mine = [[(epoch, i) for i in b[r * bs : (r + 1) * bs]] for b in batches]
+        nw = int(self.t.num_workers)
+        pin = self.device.type == "cuda" if self.t.pin_memory == "auto" else bool(self.t.pin_memory)
+        return torch.utils.data.DataLoader(
+            SeededSamples(self.task.train_dataset, self.cfg.seed),
+            batch_sampler=mine,
+            num_workers=nw,
+            collate_fn=self.task.collate,
+            pin_memory=pin,
+            persistent_workers=False,
+            prefetch_factor=2 if nw > 0 else None,
+        )
+
+    def _all_reduce_grads(self):
+        if not self.dist.enabled:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.dist.world_size
+        off = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[off : off + n].view_as(p).clone()
+            off += n
+
+    def _check_finite(self, parts: dict) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(parts["loss"]).all() else 1.0], device=self.device)
+        if self.dist.enabled:
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            vals = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+            last = self.out_dir / "checkpoint_last.pth"
+            where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+            raise TrainingError(
+                f"non-finite loss at epoch {self.epoch} step {self.step} ({vals}); stopping, {where}"
+            )
+
+    def fit(self) -> float | None:
+        """Train for ``trainer.max_epochs``; returns the best value of ``trainer.monitor``."""
+        self._setup_training()
+        if self.t.resume:
+            self.resume(self.t.resume)
+        self._open_writer()
+        if self.t.get("val_before_training") and self.step == 0 and not self.history:
+            self.history.append({"epoch": 0, "step": 0, **self._validate()})  # the starting point
+        self._write_tables()
+        accum = max(1, int(self.t.accumulate_grad_batches))
+        start = time.time()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        max_steps = int(self.t.max_steps) if self.t.max_steps else None
+        stop_at = int(self.t.stop_after_epochs) + self.epoch if self.t.get("stop_after_epochs") else None
+        while self.epoch < int(self.t.max_epochs) and not (max_steps and self.step >= max_steps):
+            if stop_at is not None and self.epoch >= stop_at:
+                log.info(
+                    "stopping after %d epochs of this job (trainer.stop_after_epochs); resume with "
+                    "trainer.resume=%s",
+                    self.t.stop_after_epochs,
+                    self.out_dir / "checkpoint_last.pth",
+                )
+                break
+            batches = epoch_batches(
+                len(self.task.train_dataset),
+                int(self.t.batch_size),
+                self.dist.world_size,
+                self.epoch,
+                int(self.cfg.seed),
+                self.t.limit_train_batches,
+            )
+            skip = self.batch_in_epoch
+            self.model.train()
+            sums: dict[str, float] = {}
+            count = 0
+            loader = self._loader(batches[skip:], self.epoch)
+            bar = tqdm(
+                loader,
+                total=len(batches) - skip,
+                desc=f"epoch {self.epoch}",
+                leave=False,
+                disable=not (self.dist.is_main and self.t.progress_bar),
+            )
+            t_wait = time.perf_counter()
+            wait = 0.0
+            for batch in bar:
+                wait += time.perf_counter() - t_wait
+                batch = batch.to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    parts = self.task.training_step(self.model, batch)
+                self._check_finite(parts)
+                (parts["loss"] / accum).backward()
+                self.batch_in_epoch += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                count += 1
+                if self.batch_in_epoch % accum == 0 or self.batch_in_epoch == len(batches):
+                    self._optimizer_step()
+                    if self.dist.is_main and self.writer and self.step % int(self.t.log_every_n_steps) == 0:
+                        for k, v in parts.items():
+                            self.writer.add_scalar(f"train/{k}", float(v.detach()), self.step)
+                        for g in self.optimizer.param_groups:
+                            self.writer.add_scalar(f"lr/{g.get('name', 'default')}", g["lr"], self.step)
+                    if max_steps and self.step >= max_steps:
+                        break
+                bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
+                t_wait = time.perf_counter()
+            self.epoch += 1  # epochs completed; row "epoch" N = after N epochs (0 = before training)
+            self.batch_in_epoch = 0
+            row = {"epoch": self.epoch, "step": self.step}
+            row.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["loader_wait_s"] = wait
+            if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
+                row.update(self._validate())
+            row["time_s"] = time.time() - start
+            self.history.append(row)
+            self._write_tables()
+            self._maybe_best(row)
+            self.save("checkpoint_last.pth")
+            if self.dist.enabled:
+                dist.barrier()
+        self._write_summary(time.time() - start)
+        if self.writer:
+            self.writer.close()
+        return self.best["value"]
+
+    def _optimizer_step(self):
+        self._all_reduce_grads()
+        if self.t.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], float(self.t.gradient_clip_val)
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> dict:
+        if not self.dist.is_main:
+            return {}
+        self.model.eval()
+        vis_dir = self.out_dir / "vis" / f"epoch_{self.epoch:03d}" if self.cfg.get("vis") else None
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            summary, rows, images = self.task.validate(self.model, epoch=self.epoch, vis_dir=vis_dir)
+        self.model.train()
+        rows = [{"epoch": self.epoch, **r} for r in rows]
+        self.val_rows = [r for r in getattr(self, "val_rows", []) if r["epoch"] != self.epoch] + rows
+        self.last_val_rows = rows
+        write_csv(self.out_dir / "val_cases.csv", self.val_rows)  # every validation of this run, by epoch
+        if self.writer:
+            for k, v in summary.items():
+                if v is not None and np.isfinite(v):
+                    self.writer.add_scalar(k, v, self.step)
+            if self.cfg.logger.get("log_images", False):
+                for name, img in (images or {}).items():
+                    self.writer.add_image(name, img, self.step, dataformats="HWC")
+        msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
+        log.info("epoch %d step %d  %s", self.epoch, self.step, msg)
+        print(f"[epoch {self.epoch}] {msg}", flush=True)
+        return summary
+
+    def _maybe_best(self, row: dict):
+        key = str(self.t.monitor)
+        v = row.get(key)
+        if v is None or not np.isfinite(v):
+            return
+        better = self.best["value"] is None or (
+            v > self.best["value"] if self.t.monitor_mode == "max" else v < self.best["value"]
+        )
+        if better:
+            self.best = {"metric": key, "value": float(v), "epoch": self.epoch}
+            self.save("checkpoint_best.pth", weights_only=True)
+            if self.dist.is_main and getattr(self, "last_val_rows", None):
+                write_csv(self.out_dir / "val_cases_best.csv", self.last_val_rows)
+
+    def evaluate(self) -> dict:
+        """Validate once without training (``train=false``): writes metrics.csv and val_cases.csv."""
+        self._open_writer()
+        start = time.time()
+        summary = self._validate()
+        row = {"epoch": 0, "step": 0, **summary, "time_s": time.time() - start}
+        self.history.append(row)
+        self._write_tables()
+        self._write_summary(0.0)
+        if self.writer:
+            self.writer.close()
+        return summary
+
+    # ------------------------------------------------------------------ outputs
+    def _write_tables(self):
+        if self.dist.is_main and self.history:
+            write_csv(self.out_dir / "metrics.csv", self.history)
+
+    def _write_summary(self, train_time: float):
+        if not self.dist.is_main:
+            return
+        n_all = sum(p.numel() for p in self.model.parameters())
+        n_tr = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        if peak is None:
+            try:
+                import resource
+
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB of host RSS
+            except Exception:  # pragma: no cover
+                peak = None
+        last = self.history[-1] if self.history else {}
+        info = {
+            "model": str(self.cfg.model.get("name", "")),
+            "params": n_all,
+            "trainable_params": n_tr,
+            "train_time_s": train_time,
+            "peak_memory_mb": peak,
+            "peak_memory_kind": "cuda" if self.device.type == "cuda" else "host_rss",
+            "device": str(self.device),
+            "steps": self.step,
+            "epochs": self.epoch,
+            "best": self.best,
+            "last": last,
+        }
+        atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

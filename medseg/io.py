@@ -1,0 +1,405 @@
+"""Readers and writers: every image comes back as ``(array, Geometry)``.
+
+Axis convention (docs/DESIGN.md): arrays are (D, H, W) = (z, y, x), SimpleITK's ``GetArrayFromImage``
+order; colour images are (D, H, W, 3); 2D images have D == 1 and spacing (1, 1, 1). NIfTI files are
+read with nibabel and transposed ``(2, 1, 0)``; nothing is ever resampled or reoriented, so the slice
+axis is the file's third voxel axis (k).
+
+Supported: ``.nii``/``.nii.gz`` (nibabel: scl_slope/inter applied, trailing singleton 4th axis dropped),
+``.mha``/``.mhd``/``.nrrd`` (SimpleITK), DICOM series folders, ``.png``/``.jpg``/``.jpeg``/``.tif``/
+``.tiff``/``.bmp`` (PIL), ``.npy``/``.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import DataError
+
+NIFTI_EXT = (".nii.gz", ".nii")
+ITK_EXT = (".mha", ".mhd", ".nrrd", ".nhdr")
+PIL_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NUMPY_EXT = (".npy", ".npz")
+IMAGE_EXT = NIFTI_EXT + ITK_EXT + PIL_EXT + NUMPY_EXT
+_LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS flip of x and y
+_NPZ_IMAGE_KEYS = ("imgs", "image", "img", "data", "arr_0")
+_NPZ_LABEL_KEYS = ("gts", "label", "seg", "mask", "arr_0")
+
+
+@dataclass
+class Geometry:
+    """Where the voxels of a (D, H, W) array lie.
+
+    Attributes:
+        spacing: (sz, sy, sx) in mm.
+        origin: (3,) physical position of voxel (0, 0, 0), ITK/LPS (x, y, z).
+        direction: (3, 3) ITK/LPS direction cosines; column c is voxel axis c (i=x, j=y, k=z).
+        affine: (4, 4) nibabel RAS affine of voxel (i, j, k) = (x, y, z) index.
+        source: the file or folder read.
+        header: the NIfTI header (nibabel) when read from NIfTI, else None.
+    """
+
+    spacing: tuple[float, float, float]
+    origin: np.ndarray
+    direction: np.ndarray
+    affine: np.ndarray
+    source: str
+    header: Any = None
+
+    @classmethod
+    def identity(cls, source: str | Path, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Geometry:
+        """Axis-aligned geometry with the given (sz, sy, sx) spacing, origin 0."""
+        sz, sy, sx = (float(s) for s in spacing)
+        direction = np.eye(3)
+        return cls(
+            (sz, sy, sx),
+            np.zeros(3),
+            direction,
+            _affine_from_itk((sx, sy, sz), np.zeros(3), direction),
+            str(source),
+        )
+
+
+def suffix_of(path: str | Path) -> str:
+    """Lower-case extension, ``.nii.gz`` counted as one."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def stem_of(path: str | Path) -> str:
+    """File name without its (possibly double) extension."""
+    name = Path(path).name
+    suf = suffix_of(path)
+    return name[: len(name) - len(suf)] if suf else name
+
+
+def _affine_from_itk(spacing_xyz, origin, direction) -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] = _LPS @ np.asarray(direction, float).reshape(3, 3) @ np.diag(spacing_xyz)
+    aff[:3, 3] = _LPS @ np.asarray(origin, float)
+    return aff
+
+
+def _geometry_from_affine(affine: np.ndarray, source: str, header: Any = None) -> Geometry:
+    affine = np.asarray(affine, float)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = np.where(zooms > 0, zooms, 1.0)
+    direction = _LPS @ affine[:3, :3] / zooms
+    origin = _LPS @ affine[:3, 3]
+    return Geometry(
+        (float(zooms[2]), float(zooms[1]), float(zooms[0])), origin, direction, affine, source, header
+    )
+
+
+# ----------------------------------------------------------------------------------------------- readers
+def _read_nifti(path: Path, channel: int | None, header_only: bool = False):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    shape = img.shape
+    if len(shape) == 4 and shape[3] != 1 and channel is None:
+        raise DataError(f"{path}: 4D image with {shape[3]} channels; choose one with dataset.channel")
+    if len(shape) > 4 or len(shape) < 2:
+        raise DataError(f"{path}: unsupported NIfTI shape {shape}")
+    geom = _geometry_from_affine(img.affine, str(path), img.header)
+    if header_only:
+        sp = tuple(shape[:3]) if len(shape) >= 3 else (*shape, 1)
+        return np.empty(0), geom, (sp[2], sp[1], sp[0])
+    try:
+        data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
+    except Exception as exc:  # noqa: BLE001 - truncated gzip, short file, ...
+        raise DataError(
+            f"{path}: cannot read NIfTI data, file truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from exc
+    if data.ndim == 4:
+        data = data[..., channel if channel is not None else 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), geom, data.shape[::-1]
+
+
+def _read_itk(path: Path, header_only: bool = False):
+    import SimpleITK as sitk
+
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            ids = reader.GetGDCMSeriesIDs(str(path))
+            if not ids:
+                raise DataError(f"{path}: folder holds no DICOM series")
+            files = max((reader.GetGDCMSeriesFileNames(str(path), i) for i in ids), key=len)
+            reader.SetFileNames(files)
+            img = reader.Execute()
+        elif header_only:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            img = reader
+        else:
+            img = sitk.ReadImage(str(path))
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not readable by SimpleITK ({str(exc).strip().splitlines()[-1]})") from exc
+    dim = img.GetDimension()
+    if dim not in (2, 3):
+        raise DataError(f"{path}: unsupported {dim}D image")
+    spacing = list(img.GetSpacing()) + [1.0] * (3 - dim)
+    origin = list(img.GetOrigin()) + [0.0] * (3 - dim)
+    direction = np.eye(3)
+    direction[:dim, :dim] = np.asarray(img.GetDirection(), float).reshape(dim, dim)
+    aff = _affine_from_itk(spacing, origin, direction)
+    geom = Geometry(
+        (spacing[2], spacing[1], spacing[0]), np.asarray(origin, float), direction, aff, str(path)
+    )
+    size = list(img.GetSize()) + [1] * (3 - dim)
+    shape = (size[2], size[1], size[0])
+    if header_only:
+        return np.empty(0), geom, shape
+    arr = sitk.GetArrayFromImage(img)
+    if dim == 2:
+        arr = arr[None]
+    return arr, geom, shape
+
+
+def _read_pil(path: Path, header_only: bool = False, grey: bool = False):
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(path) as im:
+            shape = (getattr(im, "n_frames", 1), im.size[1], im.size[0])
+            if header_only:
+                return np.empty(0), Geometry.identity(path), shape
+            frames = []
+            for frame in ImageSequence.Iterator(im):
+                if frame.mode == "P" and grey:
+                    pass  # palette label map: the indices are the ids
+                elif frame.mode in ("1", "L"):
+                    frame = frame.convert("L")
+                elif frame.mode.startswith("I") or frame.mode == "F":
+                    pass
+                else:
+                    frame = frame.convert("L" if grey else "RGB")
+                frames.append(np.asarray(frame))
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        raise DataError(
+            f"{path}: not a readable image, truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from exc
+    arr = np.stack(frames)
+    if arr.ndim == 4 and arr.shape[-1] == 3 and grey:
+        arr = arr.mean(axis=-1)
+    return arr, Geometry.identity(path), shape
+
+
+def _read_numpy(path: Path, keys: tuple[str, ...], header_only: bool = False):
+    try:
+        if suffix_of(path) == ".npy":
+            arr = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
+            spacing = (1.0, 1.0, 1.0)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                key = next((k for k in keys if k in z.files), None)
+                if key is None:
+                    raise DataError(f"{path}: npz has none of the keys {list(keys)} (found {z.files})")
+                arr = z[key]
+                spacing = (
+                    tuple(float(s) for s in z["spacing"])[::-1] if "spacing" in z.files else (1.0, 1.0, 1.0)
+                )
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a readable numpy file ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
+        raise DataError(f"{path}: expected (H,W), (D,H,W) or (D,H,W,3) array, got shape {arr.shape}")
+    if len(spacing) != 3:
+        raise DataError(f"{path}: 'spacing' must hold 3 values, got {spacing}")
+    return arr, Geometry.identity(path, spacing), arr.shape[:3]
+
+
+def _read_any(
+    path: str | Path, *, channel: int | None = None, header_only: bool = False, label: bool = False
+):
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suf = suffix_of(path)
+    if path.is_dir():
+        return _read_itk(path, header_only)
+    if suf in NIFTI_EXT:
+        return _read_nifti(path, channel, header_only)
+    if suf in ITK_EXT or suf == ".dcm":
+        return _read_itk(path, header_only)
+    if suf in PIL_EXT:
+        return _read_pil(path, header_only, grey=label)
+    if suf in NUMPY_EXT:
+        return _read_numpy(path, _NPZ_LABEL_KEYS if label else _NPZ_IMAGE_KEYS, header_only)
+    raise DataError(
+        f"{path}: unsupported file type '{suf}' (supported: {', '.join(IMAGE_EXT)}, DICOM folder)"
+    )
+
+
+def read_image(path: str | Path, *, channel: int | None = None) -> tuple[np.ndarray, Geometry]:
+    """Read an image.
+
+    Args:
+        path: file, or a folder holding one DICOM series.
+        channel: for 4D NIfTI with several channels (MSD style), which one to take.
+
+    Returns:
+        float32 array (D, H, W) or (D, H, W, 3) for colour 2D images (D == 1), and its Geometry.
+    """
+    arr, geom, _ = _read_any(path, channel=channel)
+    if arr.ndim == 4 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.asarray(arr, dtype=np.float32), geom
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read a label map as int64 (D, H, W); colour files are averaged to grey.
+
+    Raises:
+        DataError: if the file holds NaN/inf or non-integer values.
+    """
+    arr, geom, _ = _read_any(path, label=True)
+    if arr.ndim == 4:
+        arr = arr.mean(axis=-1)
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: label holds NaN or inf values")
+        frac = arr != np.round(arr)
+        if frac.any():
+            raise DataError(
+                f"{path}: label holds non-integer values (e.g. {arr[frac].flat[0]!r}); "
+                "labels must be integer ids"
+            )
+        arr = np.round(arr)
+    elif arr.dtype.kind not in "iub":
+        raise DataError(f"{path}: label has unsupported dtype {arr.dtype}")
+    return arr.astype(np.int64), geom
+
+
+def read_header(path: str | Path, *, channel: int | None = None) -> tuple[tuple[int, int, int], Geometry]:
+    """Shape (D, H, W) and Geometry without reading the voxels (cheap, for verification)."""
+    _, geom, shape = _read_any(path, channel=channel, header_only=True)
+    return tuple(int(s) for s in shape), geom
+
+
+def geometry_mismatch(a: Geometry, b: Geometry, rtol: float = 1e-3) -> str | None:
+    """Describe how two geometries differ (spacing, origin, direction beyond ``rtol``), or None."""
+    for name in ("spacing", "origin", "direction"):
+        va, vb = np.asarray(getattr(a, name), float), np.asarray(getattr(b, name), float)
+        if not np.allclose(va, vb, rtol=rtol, atol=rtol):
+            return f"{name} differs: {np.round(va, 4).tolist()} vs {np.round(vb, 4).tolist()}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- writers
+def _label_dtype(array: np.ndarray) -> np.dtype:
+    if array.size and array.min() >= 0 and array.max() <= 255:
+        return np.dtype(np.uint8)
+    if array.size and (array.min() < -32768 or array.max() > 32767):
+        return np.dtype(np.int32)
+    return np.dtype(np.int16)
+
+
+def _write_nifti(array: np.ndarray, geometry: Geometry, path: Path) -> None:
+    import nibabel as nib
+
+    data = array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3)
+    ref = geometry.header
+    if ref is not None and hasattr(ref, "get_qform"):
+        if len(ref.get_data_shape()) == 4 and ref.get_data_shape()[3] == 1 and data.ndim == 3:
+            data = data[..., None]  # keep the reference's trailing singleton axis
+        hdr = ref.copy()
+        img = nib.Nifti1Image(data, geometry.affine, header=hdr)
+        img.header.set_qform(ref.get_qform(), int(ref["qform_code"]))
+        img.header.set_sform(ref.get_sform(), int(ref["sform_code"]))
+    else:
+        img = nib.Nifti1Image(data, geometry.affine)
+        img.header.set_qform(geometry.affine, 1)
+        img.header.set_sform(geometry.affine, 1)
+    img.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, str(path))
+
+
+def _write_itk(array: np.ndarray, geometry: Geometry, path: Path) -> None:
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    sz, sy, sx = geometry.spacing
+    img.SetSpacing((float(sx), float(sy), float(sz)))
+    img.SetOrigin(tuple(float(v) for v in np.asarray(geometry.origin).ravel()))
+    img.SetDirection(tuple(float(v) for v in np.asarray(geometry.direction).ravel()))
+    sitk.WriteImage(img, str(path), True)
+
+
+def _write_pil(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    if array.shape[0] != 1:
+        raise DataError(f"{path}: 2D formats need D == 1, got shape {array.shape}")
+    Image.fromarray(np.asarray(array[0]).astype(np.uint8)).save(
+        path, format=Image.registered_extensions()[suffix_of(path)]
+    )
+
+
+def write_like(
+    array_dhw: np.ndarray, geometry: Geometry, path: str | Path, *, overwrite: bool = True
+) -> Path:
+    """Write ``array_dhw`` with the geometry of a file read earlier; atomic (temp file + os.replace).
+
+    NIfTI (``.nii``/``.nii.gz``) keeps the reference header's shape, affine, qform and sform; data is
+    ``array.transpose(2, 1, 0)``. Integer arrays are written as uint8 (0..255) or int16, float arrays as
+    float32, always with scl_slope 1 / inter 0. ``.mha``/``.nrrd`` carry spacing/origin/direction.
+    ``.npy`` and PNG/TIFF (D == 1, uint8) are supported for convenience.
+
+    Args:
+        array_dhw: (D, H, W) array (or (D, H, W, 3)).
+        geometry: from :func:`read_image` / :func:`read_label` of the reference file.
+        path: output file; its extension picks the format.
+        overwrite: if False and ``path`` exists, raise FileExistsError.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists and overwrite=False")
+    array = np.asarray(array_dhw)
+    if array.ndim not in (3, 4):
+        raise DataError(f"{path}: write_like needs a (D,H,W) array, got shape {array.shape}")
+    if array.dtype.kind in "iub":
+        array = array.astype(_label_dtype(array))
+    elif array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    suf = suffix_of(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem_of(path)}.", suffix=f".tmp{suf}", dir=path.parent)
+    os.close(fd)
+    try:
+        if suf in NIFTI_EXT:
+            _write_nifti(array, geometry, Path(tmp))
+        elif suf in ITK_EXT:
+            _write_itk(array, geometry, Path(tmp))
+        elif suf == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+        elif suf in PIL_EXT:
+            _write_pil(array, Path(tmp))
+        else:
+            raise DataError(f"{path}: cannot write file type '{suf}'")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,201 @@
+"""Case-level segmentation metrics (Dice, IoU, HD95 in mm) built on ``monai.metrics``.
+
+One row per (case, class): :func:`score_case` compares a predicted label map with the reference for each
+class id in ``classes`` and returns dict rows; :class:`MetricAccumulator` collects rows over a validation
+run and summarises them; :func:`write_rows_csv` appends rows to a CSV.
+
+Arrays are 2D ``(H, W)`` or 3D ``(D, H, W)`` (``(1, H, W)`` is treated as 2D). ``spacing`` is in mm in
+the same axis order, ``(sy, sx)`` or ``(sz, sy, sx)``; a 3-element spacing for a 2D array uses its last
+two entries. HD95 is the 95th percentile of the symmetric surface distances
+(``monai.metrics.compute_hausdorff_distance(percentile=95, spacing=...)``), so anisotropic voxels count
+with their physical size.
+
+Empty-mask rule (``status`` column):
+
+- ``"ok"``: target and prediction non-empty -> Dice, IoU, HD95 as computed.
+- ``"empty_both"``: target and prediction both empty -> Dice = IoU = HD95 = NaN. The case is
+  *not applicable* for that class: excluded from every mean and counted separately
+  (``summary()["empty_both"]``). It never counts as Dice 1.
+- ``"false_positive"``: target empty, prediction non-empty -> Dice = 0, IoU = 0, HD95 = NaN (no
+  reference surface to measure against). Included in the Dice/IoU means.
+- ``"missed"``: target non-empty, prediction empty -> Dice = 0, IoU = 0, HD95 = the diagonal of the
+  image's physical extent, ``sqrt(sum((n_i * s_i) ** 2))`` mm: the documented worst case, so that a
+  model that misses structures cannot get a better mean HD95 than one that finds them.
+
+HD95 means are taken over the finite values of the applicable rows.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+
+__all__ = ["MetricAccumulator", "score_case"]
+
+ROW_KEYS = (
+    "case_id", "class_id", "class_name", "dice", "iou", "hd95",
+    "tp", "fp", "fn", "pred_voxels", "target_voxels", "status",
+)  # fmt: skip
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind not in "biu":
+        raise ValueError(f"{name} must be a bool or integer label array, got dtype {x.dtype}")
+    return x
+
+
+def _spacing_for(shape: tuple[int, ...], spacing: Sequence[float] | float | None) -> tuple[float, ...]:
+    nd = len(shape)
+    if spacing is None:
+        return (1.0,) * nd
+    if np.isscalar(spacing):
+        sp = (float(spacing),) * nd
+    else:
+        sp = tuple(float(s) for s in np.asarray(spacing, dtype=float).ravel())
+        if len(sp) == nd + 1 and nd == 2:  # (sz, sy, sx) of a 2D image
+            sp = sp[1:]
+    if len(sp) != nd or any(not math.isfinite(s) or s <= 0 for s in sp):
+        raise ValueError(f"spacing {spacing!r} does not fit an array of shape {shape} (need {nd} values > 0)")
+    return sp
+
+
+def score_case(
+    pred: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    spacing: Sequence[float] | float | None,
+    classes: Mapping[int, str],
+    *,
+    case_id: str = "",
+) -> list[dict[str, Any]]:
+    """Per-class Dice, IoU and HD95 (mm) of one case.
+
+    Args:
+        pred: predicted label map ``(H, W)`` or ``(D, H, W)``, int (class ids) or bool (then ``classes``
+            must hold exactly one id, and ``True`` means that class).
+        target: reference label map, same shape and conventions.
+        spacing: voxel size in mm, ``(sy, sx)`` / ``(sz, sy, sx)``, a scalar, or None (1 mm).
+        classes: ``{class_id: name}`` of the classes to score (usually without background 0).
+        case_id: written into each row.
+
+    Returns:
+        One dict per class with keys ``ROW_KEYS``; see the module docstring for the empty-mask rule.
+    """
+    p = _to_numpy(pred, "pred")
+    t = _to_numpy(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred shape {p.shape} differs from target shape {t.shape}")
+    if p.ndim == 3 and p.shape[0] == 1:
+        p, t = p[0], t[0]
+        if spacing is not None and not np.isscalar(spacing) and len(spacing) == 3:
+            spacing = tuple(spacing)[1:]
+    if p.ndim not in (2, 3):
+        raise ValueError(f"pred/target must be (H, W) or (D, H, W), got shape {p.shape}")
+    if not classes:
+        raise ValueError(f"classes must name at least one class id, got {classes!r}")
+    if p.dtype == bool or t.dtype == bool:
+        if len(classes) != 1:
+            raise ValueError(f"bool masks need exactly one class in classes, got {dict(classes)!r}")
+        (only,) = classes
+        p = np.where(p.astype(bool), only, 0) if p.dtype == bool else p
+        t = np.where(t.astype(bool), only, 0) if t.dtype == bool else t
+    sp = _spacing_for(p.shape, spacing)
+    diagonal = float(math.sqrt(sum((n * s) ** 2 for n, s in zip(p.shape, sp))))
+
+    rows = []
+    for class_id, class_name in classes.items():
+        pm = p == int(class_id)
+        tm = t == int(class_id)
+        tp = int(np.count_nonzero(pm & tm))
+        n_pred, n_tgt = int(np.count_nonzero(pm)), int(np.count_nonzero(tm))
+        row: dict[str, Any] = {
+            "case_id": case_id, "class_id": int(class_id), "class_name": str(class_name),
+            "tp": tp, "fp": n_pred - tp, "fn": n_tgt - tp, "pred_voxels": n_pred, "target_voxels": n_tgt,
+        }  # fmt: skip
+        if n_tgt == 0 and n_pred == 0:
+            row |= {"dice": math.nan, "iou": math.nan, "hd95": math.nan, "status": "empty_both"}
+        elif n_tgt == 0:
+            row |= {"dice": 0.0, "iou": 0.0, "hd95": math.nan, "status": "false_positive"}
+        elif n_pred == 0:
+            row |= {"dice": 0.0, "iou": 0.0, "hd95": diagonal, "status": "missed"}
+        else:
+            yp = torch.from_numpy(pm)[None, None].float()
+            yt = torch.from_numpy(tm)[None, None].float()
+            row["dice"] = float(compute_dice(yp, yt, include_background=True)[0, 0])
+            row["iou"] = float(compute_iou(yp, yt, include_background=True)[0, 0])
+            with warnings.catch_warnings():  # MONAI's own deprecation notices from get_mask_edges
+                warnings.simplefilter("ignore", FutureWarning)
+                hd = compute_hausdorff_distance(
+                    yp, yt, include_background=True, percentile=95, spacing=list(sp)
+                )
+            row["hd95"] = float(hd[0, 0])
+            row["status"] = "ok"
+        rows.append({k: row[k] for k in ROW_KEYS})
+    return rows
+
+
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+class MetricAccumulator:
+    """Collects :func:`score_case` rows over a run and summarises them.
+
+    ``summary()`` gives ``dice``, ``iou``, ``hd95`` (means over applicable case x class rows), the same
+    per class as ``dice/<name>``, ``iou/<name>``, ``hd95/<name>``, and counts ``n_rows``,
+    ``n_applicable``, ``empty_both``, ``false_positive``, ``missed``.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add already computed rows (each needs ``class_name``, ``dice``, ``iou``, ``hd95``, ``status``)."""
+        for r in rows:
+            missing = [k for k in ("class_name", "dice", "iou", "hd95", "status") if k not in r]
+            if missing:
+                raise ValueError(f"metric row lacks keys {missing}: {dict(r)!r}")
+            self.rows.append(dict(r))
+
+    def add_case(
+        self,
+        pred: np.ndarray | torch.Tensor,
+        target: np.ndarray | torch.Tensor,
+        spacing: Sequence[float] | float | None,
+        classes: Mapping[int, str],
+        *,
+        case_id: str = "",
+    ) -> list[dict[str, Any]]:
+        """Score one case (see :func:`score_case`), keep and return its rows."""
+        rows = score_case(pred, target, spacing, classes, case_id=case_id)
+        self.rows.extend(rows)
+        return rows
+
+    def summary(self) -> dict[str, float]:
+        applicable = [r for r in self.rows if r["status"] != "empty_both"]
+        out: dict[str, float] = {
+            "dice": _nanmean([r["dice"] for r in applicable]),
+            "iou": _nanmean([r["iou"] for r in applicable]),
+            "hd95": _nanmean([r["hd95"] for r in applicable]),
+        }
+        for name in dict.fromkeys(r["class_name"] for r in self.rows):
+            cls = [r for r in applicable if r["class_name"] == name]
+            for key in ("dice", "iou", "hd95"):
+                out[f"{key}/{name}"] = _nanmean([r[key] for r in cls])
+        out["n_rows"] = float(len(self.rows))
+        out["n_applicable"] = float(len(applicable))
+        for status in ("empty_both", "false_positive", "missed"):
+            out[status] = float(sum(r["status"] == status for r in self.rows))
+        return out
