@@ -1,0 +1,111 @@
+"""The 2D SAM2 task for the shared engine: one training step and the validation of single images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, image_keys
+from func_2d.sam2_image import decode_objects, encode_images, upsample
+from medseg.batch import ImageBatch
+from medseg.context import RunContext
+from medseg.evaluation import evaluate_2d
+
+
+class SAM2ImageTask:
+    """SAM2 on images with box / click / mask / no prompt, several objects per image, optional memory bank.
+
+    Multimask output (3 masks + IoU head) is used when the prompt is ambiguous (no prompt or a single
+    click), as in SAM; the loss picks the best mask and trains the IoU head on all three.
+    """
+
+    def __init__(self, cfg: DictConfig, ctx: RunContext):
+        self.cfg, self.ctx = cfg, ctx
+        f = cfg.func_2d
+        self.multimask = bool(f.multimask_output)
+        self.threshold = float(f.threshold)
+        self.prompt_type = str(cfg.prompt.type)
+        self.loss_fn = instantiate(cfg.loss)
+        self.bank = (
+            MemoryBank(int(f.bank_size), int(f.get("bank_k", 4)), float(f.bank_min_iou))
+            if f.memory_bank
+            else None
+        )
+        self.train_dataset = ctx.train_samples
+        self.collate = ctx.collate
+
+    # ------------------------------------------------------------------ forward
+    def _prompts(self, batch: ImageBatch) -> dict:
+        """The prompt tensors this run uses (ImageBatch always carries all of them, zero when unused)."""
+        kind = self.prompt_type
+        return {
+            "boxes": batch.boxes if kind == "box" else None,
+            "points": batch.points if batch.points.shape[1] else None,
+            "point_labels": batch.point_labels if batch.points.shape[1] else None,
+            "mask_inputs": batch.mask_prompts[:, None] if kind == "mask" else None,
+        }
+
+    def _use_multimask(self, batch: ImageBatch) -> bool:
+        """SAM's rule: three masks when the prompt is ambiguous (no prompt or a single click)."""
+        if not self.multimask or self.prompt_type in ("box", "mask"):
+            return False
+        n_clicks = (
+            int((batch.point_labels >= 0).sum(1).max())
+            if batch.points.shape[1] and batch.points.shape[0]
+            else 0
+        )
+        return n_clicks <= 1
+
+    def forward(self, model, batch: ImageBatch) -> dict:
+        """Per-object outputs: logits [N,M,S,S], ious [N,M], obj_scores [N,1], best [N,S,S]."""
+        use_bank = self.bank is not None and len(self.bank) > 0
+        feats = encode_images(model, batch.images, add_no_mem_embed=True)
+        embed = feats.image_embed
+        obj_img = batch.obj_img
+        if use_bank:
+            embed = condition_on_bank(model, feats, self.bank, obj_img, batch.obj_class)
+            obj_img_dec = torch.arange(obj_img.shape[0], device=obj_img.device)
+            high_res = [h[obj_img] for h in feats.high_res]
+        else:
+            obj_img_dec, high_res = obj_img, feats.high_res
+        multimask = self._use_multimask(batch)
+        low, ious, obj_scores, _ = decode_objects(
+            model, embed, high_res, obj_img_dec, **self._prompts(batch), multimask_output=multimask
+        )
+        logits = upsample(low, batch.images.shape[-1])
+        best = logits[torch.arange(logits.shape[0]), ious.argmax(1)] if multimask else logits[:, 0]
+        out = {"logits": logits, "ious": ious, "obj_scores": obj_scores, "best": best}
+        if self.bank is not None and model.training:
+            self._update_bank(
+                model, feats, batch, best.detach(), ious.detach().max(1).values, obj_scores.detach()
+            )
+        return out
+
+    @torch.no_grad()
+    def _update_bank(self, model, feats, batch, best, quality, obj_scores):
+        mem, pos = encode_memories(model, feats, batch.obj_img, best[:, None], obj_scores)
+        keys = image_keys(feats.image_embed)
+        for n in range(mem.shape[0]):
+            self.bank.add(mem[n], pos[n], keys[batch.obj_img[n]], int(batch.obj_class[n]), float(quality[n]))
+
+    # ------------------------------------------------------------------ engine hooks
+    def training_step(self, model, batch: ImageBatch) -> dict:
+        out = self.forward(model, batch)
+        return self.loss_fn(out["logits"], batch.masks, iou_pred=out["ious"], obj_score=out["obj_scores"])
+
+    def predict(self, model, batch: ImageBatch) -> torch.Tensor:
+        """Per-object logits [N,S,S] (best mask) for evaluation."""
+        return self.forward(model, batch)["best"]
+
+    def validate(self, model, *, epoch: int, vis_dir: Path | None):
+        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir, threshold=self.threshold)
+
+    def state_dict(self) -> dict:
+        return {"bank": self.bank.state_dict()} if self.bank is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.bank is not None and "bank" in state:
+            self.bank.load_state_dict(state["bank"])

@@ -1,0 +1,279 @@
+"""``inference_3d.py``: propagate prompts through whole volumes and write masks, pictures and metrics.
+
+Outputs in ``output_dir``:
+
+- ``<case>.npy``: integer labels. For NIfTI/ITK input it equals voxel for voxel the data array of
+  ``<case>.nii.gz`` (written beside it with the input's shape, affine and header, so viewers overlay it on
+  the input), i.e. nibabel's (i, j, k) order; for slice layouts (BTCV jpg folders, npz) it is (D, H, W)
+  in slice-file order.
+- ``metrics.csv``: case x organ Dice, IoU, HD95 (mm) when labels exist.
+- ``vis/<case>_z###.png`` with ``save_vis=true``.
+
+Prompts come from the labels (key slice box of each organ, or every ``prompt.freq``-th slice) or, for
+volumes without labels, from ``prompts_file`` (see :func:`load_prompts_file` for the schema).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from func_3d.task import volume_pictures
+from func_3d.volume import VolumePrompts, prompts_from_label, segment_volume
+from medseg.datasets import build_dataset
+from medseg.errors import DataError
+from medseg.metrics import MetricAccumulator
+from medseg.prompts import PromptConfig
+from medseg.runtime import pick_device, seed_everything
+from medseg.splits import resolve_splits
+from medseg.tables import write_csv
+from medseg.transforms import build_transform
+from medseg.viz import save_png
+from sam2_train.build import build_sam2_model
+from sam2_train.checkpoint import CheckpointError, guess_variant, read_checkpoint, state_dict_of
+
+log = logging.getLogger(__name__)
+GEOMETRY_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, str, int]:
+    """Build the model the checkpoint was trained as (ours) or the ``model=`` given (Meta's ``.pt``)."""
+    path = str(cfg.checkpoint)
+    ck = read_checkpoint(path)
+    given = cfg.get("model")
+    if ck.get("format", "").startswith("sam2-medical"):
+        mc = ck.get("model_cfg") or {}
+        variant, size = mc.get("variant"), mc.get("image_size")
+        if not variant:
+            raise CheckpointError(
+                f"{path}: this checkpoint is not a SAM2 model ({mc.get('name')}); inference_3d needs SAM2"
+            )
+        if given is not None and (
+            given.get("variant") != variant or int(given.get("image_size", size)) != int(size)
+        ):
+            raise CheckpointError(
+                f"{path}: checkpoint holds {variant} at {size} px but model={given.get('name')} at "
+                f"{given.get('image_size')} px was given (drop model= to use the checkpoint's)"
+            )
+    else:
+        if given is None:
+            found = guess_variant(state_dict_of(ck, path))
+            raise CheckpointError(
+                f"{path}: a Meta checkpoint does not say its variant: add model=<variant>"
+                + (f" (it looks like model={found})" if found else "")
+            )
+        variant, size = str(given.variant), int(given.image_size)
+    model = build_sam2_model(variant, image_size=int(size), checkpoint=path)
+    return model.to(device).eval(), variant, int(size)
+
+
+def load_prompts_file(path: str | Path, label_names: dict[int, str]) -> dict[str, list[dict]]:
+    """Read a prompts JSON::
+
+        {"<case_id>": {"<organ id or name>": [
+            {"slice": 40, "box": [x0, y0, x1, y1]},
+            {"slice": 44, "points": [[x, y], ...], "labels": [1, 0, ...]}]}}
+
+    Coordinates are voxel indices of the input: ``x`` along the array's last axis (W; nibabel's i),
+    ``y`` along the middle axis (H; nibabel's j), ``slice`` along the first (D; nibabel's k).
+
+    Returns ``{case_id: [{"id", "slice", "box" | "points"+"labels"}]}`` (organs resolved to label ids).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: prompts_file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: prompts_file is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: prompts_file must map case ids to organs")
+    by_name = {v: int(k) for k, v in label_names.items()}
+    out: dict[str, list[dict]] = {}
+    for case, organs in data.items():
+        if not isinstance(organs, dict):
+            raise DataError(f"{path}: case {case!r} must map organs to prompt lists")
+        items = []
+        for organ, plist in organs.items():
+            if str(organ).lstrip("-").isdigit():
+                oid = int(organ)
+                if oid <= 0 or (label_names and oid not in label_names):
+                    raise DataError(
+                        f"{path}: case {case!r}: unknown organ id {oid} (known: {sorted(label_names)})"
+                    )
+            elif organ in by_name:
+                oid = by_name[organ]
+            else:
+                raise DataError(f"{path}: case {case!r}: unknown organ {organ!r} (known: {sorted(by_name)})")
+            for p in plist if isinstance(plist, list) else [plist]:
+                if "slice" not in p or ("box" not in p and "points" not in p):
+                    raise DataError(
+                        f"{path}: case {case!r} organ {organ!r}: each prompt needs 'slice' and 'box' or 'points'"
+                    )
+                items.append({"id": oid, **p})
+        out[str(case)] = items
+    return out
+
+
+def prompts_from_file(
+    items: list[dict], shape_dhw: tuple[int, int, int], size: int, case_id: str, source: str
+) -> VolumePrompts:
+    """Scale file prompts to the model input and check them against the volume's shape."""
+    D, H, W = shape_dhw
+    sx, sy = size / W, size / H
+    ids = sorted({int(p["id"]) for p in items})
+    per: dict[int, dict[int, dict]] = {o: {} for o in range(len(ids))}
+    for p in items:
+        z = int(p["slice"])
+        where = f"{source}: case {case_id!r} organ {p['id']} slice {z}"
+        if not 0 <= z < D:
+            raise DataError(f"{where}: slice out of range [0, {D})")
+        d = {
+            "box": np.zeros(4, np.float32),
+            "points": np.zeros((0, 2), np.float32),
+            "point_labels": np.zeros(0, np.int64),
+            "mask_prompt": None,
+            "empty": False,
+        }
+        if "box" in p:
+            x0, y0, x1, y1 = (float(v) for v in p["box"])
+            if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+                raise DataError(f"{where}: box {p['box']} is outside the image ({W} x {H}) or empty")
+            d["box"] = np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], np.float32)
+        if "points" in p:
+            pts = np.asarray(p["points"], np.float32).reshape(-1, 2)
+            labs = np.asarray(p.get("labels", [1] * len(pts)), np.int64)
+            if len(labs) != len(pts):
+                raise DataError(f"{where}: {len(pts)} points but {len(labs)} labels")
+            if (
+                (pts[:, 0] < 0).any()
+                or (pts[:, 0] >= W).any()
+                or (pts[:, 1] < 0).any()
+                or (pts[:, 1] >= H).any()
+            ):
+                raise DataError(f"{where}: a point lies outside the image ({W} x {H})")
+            d["points"], d["point_labels"] = pts * np.array([sx, sy], np.float32), labs
+        per[ids.index(int(p["id"]))][z] = d
+    return VolumePrompts(per, ids)
+
+
+def _targets(out_dir: Path, case_id: str, geometric: bool) -> list[Path]:
+    return [out_dir / f"{case_id}.npy"] + ([out_dir / f"{case_id}.nii.gz"] if geometric else [])
+
+
+def _is_geometric(source) -> bool:
+    s = str(source).lower()
+    return s.endswith(GEOMETRY_SUFFIXES) or (bool(source) and Path(source).is_dir())
+
+
+def run_inference(cfg: DictConfig) -> list[dict]:
+    """The whole of ``inference_3d.py``; returns the metric rows (empty without labels)."""
+    seed_everything(int(cfg.seed))
+    device = pick_device(str(cfg.trainer.device))
+    out_dir = Path(cfg.output_dir)
+    model, variant, size = load_model(cfg, device)  # checkpoint errors before anything is written
+    dataset = build_dataset(cfg.dataset)
+    label_names = {int(k): v for k, v in dataset.label_names.items() if int(k) > 0}
+    split = str(cfg.split)
+    if split == "all":
+        ids = list(dataset.case_ids)
+    elif split in ("train", "val", "test"):
+        sp = cfg.get("splits_file") or Path(str(cfg.checkpoint)).parent / "splits.json"
+        splits = resolve_splits(dataset, cfg.dataset.get("split"), Path(sp) if Path(sp).exists() else None)
+        ids = splits[split]
+    else:
+        raise ValueError(f"split={split!r} must be train, val, test or all")
+    if not ids:
+        raise DataError(f"{cfg.dataset.root}: split {split!r} has no cases")
+    file_prompts = load_prompts_file(cfg.prompts_file, label_names) if cfg.get("prompts_file") else None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None
+    if not cfg.overwrite:
+        clash = [p for i in ids for p in _targets(out_dir, i, True) if p.exists()]
+        if clash:
+            raise FileExistsError(
+                f"{clash[0]}: exists (and {len(clash) - 1} more outputs); use overwrite=true "
+                "or another output_dir"
+            )
+    transform = build_transform(cfg.dataset.intensity, size)
+    prompt_cfg = PromptConfig.from_cfg(cfg.prompt)
+    f3 = cfg.func_3d
+    acc = MetricAccumulator()
+    for case_id in tqdm(ids, desc="volumes"):
+        raw = dataset.load_case(case_id)
+        image = np.asarray(raw["image"])
+        D, H, W = image.shape[:3]
+        s = transform(dict(raw, label=None))
+        label = raw.get("label")
+        # layouts that declare no organ names (npz) name each case's own ids (label_<id>)
+        names = label_names or {int(k): v for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
+        if file_prompts is not None:
+            if case_id not in file_prompts:
+                log.warning(
+                    "%s: no prompts for case %s in %s; skipped", cfg.prompts_file, case_id, cfg.prompts_file
+                )
+                continue
+            vp = prompts_from_file(file_prompts[case_id], (D, H, W), size, case_id, str(cfg.prompts_file))
+        elif label is not None:
+            lab_s = transform(raw)["label"].numpy()
+            present = [k for k in names if (lab_s == k).any()]
+            vp = prompts_from_label(lab_s, present, prompt_cfg, mode=str(f3.val_prompt))
+        else:
+            raise DataError(f"{case_id}: no label to draw prompts from: give prompts_file=FILE.json")
+        pred = segment_volume(
+            model,
+            s["image"],
+            vp,
+            prompt_cfg.type,
+            (H, W),
+            threshold=float(f3.threshold),
+            offload=bool(f3.offload),
+            keep_largest=bool(f3.largest_component),
+            progress=True,
+        )
+        geom = raw["geometry"]
+        geometric = _is_geometric(getattr(geom, "source", ""))
+        npy, *nii = _targets(out_dir, case_id, geometric)
+        if geometric:
+            from medseg.io import write_like
+
+            write_like(pred, geom, nii[0], overwrite=True)
+            import nibabel as nib
+
+            data = np.asarray(nib.load(str(nii[0])).dataobj)
+        else:
+            data = pred.astype(np.int16 if pred.max() > 255 else np.uint8)
+        tmp = npy.with_suffix(".npy.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, data)
+        os.replace(tmp, npy)
+        if label is not None:
+            acc.add_case(
+                pred, np.asarray(label), tuple(float(x) for x in raw["spacing"]), names, case_id=case_id
+            )
+            write_csv(out_dir / "metrics.csv", acc.rows)
+        if cfg.save_vis:
+            for z, g in volume_pictures(raw, pred, transform, vp, n=int(cfg.vis_slices)).items():
+                save_png(g, out_dir / "vis" / f"{case_id}_z{z:03d}.png")
+    if acc.rows:
+        summ = acc.summary()
+        print(
+            "per-organ Dice:",
+            "  ".join(f"{k[5:]}={v:.3f}" for k, v in summ.items() if k.startswith("dice/")),
+            f"| mean {summ['dice']:.3f}",
+            flush=True,
+        )
+    print(f"predictions in {out_dir}", flush=True)
+    return acc.rows

@@ -1,0 +1,238 @@
+"""The 3D SAM2 task for the shared engine: clips of consecutive slices trained end to end through the
+memory attention, and whole-volume validation (key-slice prompts, propagation both ways, volumetric
+Dice/HD95 in mm on the input grid)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from tqdm import tqdm
+
+from func_3d.propagate import propagate
+from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
+from medseg.context import seed_augment
+from medseg.metrics import MetricAccumulator
+from medseg.prompts import PromptConfig, prompts_3d
+from medseg.viz import panel_grid, save_png
+
+
+@dataclass
+class ClipBatch:
+    """B clips of T slices. images [B,T,3,S,S]; masks [B,T,O_b,S,S] as a list (O varies per clip);
+    prompts: per clip ``{frame: FramePrompts}``; obj_ids: per clip the label id of each object."""
+
+    images: torch.Tensor
+    masks: list[torch.Tensor]
+    prompts: list[dict]
+    obj_ids: list[list[int]]
+    case_ids: list[str]
+
+    def to(self, device):
+        def mv(fp):
+            kw = {f.name: getattr(fp, f.name) for f in fields(fp)}
+            return type(fp)(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+        return ClipBatch(
+            self.images.to(device),
+            [m.to(device) for m in self.masks],
+            [{t: mv(fp) for t, fp in p.items()} for p in self.prompts],
+            self.obj_ids,
+            self.case_ids,
+        )
+
+
+class ClipSamples:
+    """Training clips: ``video_length`` consecutive slices of a volume at a random position that holds the
+    chosen objects (up to ``max_objects``), prompts on each object's key slice within the clip (plus every
+    ``prompt.freq``-th slice), optionally reversed in time."""
+
+    def __init__(self, volumes, transform, cfg):
+        self.volumes, self.transform = volumes, transform
+        self.T = int(cfg.func_3d.video_length)
+        self.max_objects = int(cfg.func_3d.max_objects)
+        self.reverse_prob = float(cfg.func_3d.reverse_prob)
+        self.prompt_cfg = PromptConfig.from_cfg(cfg.prompt)
+        if self.T < 1:
+            raise ValueError(f"func_3d.video_length={self.T} must be >= 1")
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def get(self, i: int, rng: np.random.Generator) -> dict:
+        case = self.volumes[i]
+        label = np.asarray(case["label"])
+        D = label.shape[0]
+        present = [int(v) for v in np.unique(label) if v > 0]
+        if not present:
+            raise ValueError(f"{case['case_id']}: no labelled voxel in this training volume")
+        chosen = sorted(rng.choice(present, size=min(len(present), self.max_objects), replace=False).tolist())
+        zs = np.flatnonzero(np.isin(label, chosen).reshape(D, -1).any(1))
+        center = int(rng.choice(zs))
+        T = min(self.T, D)
+        start = int(np.clip(center - rng.integers(0, T), 0, D - T))
+        sl = slice(start, start + T)
+        clip = dict(case, image=np.asarray(case["image"])[sl], label=label[sl])
+        if self.reverse_prob and rng.random() < self.reverse_prob:
+            clip["image"], clip["label"] = clip["image"][::-1].copy(), clip["label"][::-1].copy()
+        seed_augment(self.transform, rng)
+        s = self.transform(clip)
+        lab = s["label"].numpy()
+        ids = [k for k in chosen if (lab == k).any()]
+        vp_by_id = prompts_3d(lab, ids, self.prompt_cfg, rng)
+        ids = [k for k in ids if k in vp_by_id]
+        vp = VolumePrompts({o: vp_by_id[k] for o, k in enumerate(ids)}, ids)
+        masks = (
+            torch.stack([s["label"] == k for k in ids], 1)
+            if ids
+            else torch.zeros(T, 0, *lab.shape[1:], dtype=torch.bool)
+        )
+        return {
+            "image": s["image"],
+            "masks": masks,
+            "prompts": frame_prompts(vp, self.prompt_cfg.type, lab.shape[-1]),
+            "obj_ids": ids,
+            "case_id": str(case["case_id"]),
+        }
+
+
+def collate_clips(samples: list[dict]) -> ClipBatch:
+    return ClipBatch(
+        torch.stack([s["image"] for s in samples]),
+        [s["masks"] for s in samples],
+        [s["prompts"] for s in samples],
+        [s["obj_ids"] for s in samples],
+        [s["case_id"] for s in samples],
+    )
+
+
+class SAM2VideoTask:
+    """Train SAM2's propagation end to end on clips; validate on whole volumes."""
+
+    def __init__(self, cfg, ctx):
+        self.cfg, self.ctx = cfg, ctx
+        self.loss_fn = instantiate(cfg.loss)
+        self.train_dataset = (
+            ClipSamples(ctx.train_cases, ctx.train_transform, cfg) if ctx.train_cases else None
+        )
+        self.collate = collate_clips
+        self.checkpointing = bool(cfg.trainer.get("activation_checkpointing", False))
+
+    def training_step(self, model, batch: ClipBatch) -> dict:
+        """Loss over every frame and object of every clip (clips run one after another; objects batched)."""
+        S = batch.images.shape[-1]
+        logits, targets, ious, scores = [], [], [], []
+        for b in range(batch.images.shape[0]):
+            O = len(batch.obj_ids[b])
+            if O == 0:
+                continue
+            out = propagate(
+                model,
+                batch.images[b],
+                batch.prompts[b],
+                O,
+                both_directions=True,
+                train=True,
+                activation_checkpointing=self.checkpointing,
+                return_logits=False,
+                return_multimask=True,
+            )
+            v = out.valid  # [T,O]
+            mm = out.multimask_logits[v]  # [N,M,s,s]
+            logits.append(F.interpolate(mm, size=(S, S), mode="bilinear", align_corners=False))
+            targets.append(batch.masks[b][v])
+            ious.append(out.ious[v])
+            scores.append(out.object_score_logits[v])
+        if not logits:
+            zero = batch.images.sum() * 0.0
+            return {"loss": zero}
+        return self.loss_fn(
+            torch.cat(logits), torch.cat(targets), iou_pred=torch.cat(ious), obj_score=torch.cat(scores)
+        )
+
+    def validate(self, model, *, epoch: int, vis_dir: Path | None):
+        return evaluate_volumes(model, self.ctx, vis_dir=vis_dir)
+
+
+@torch.no_grad()
+def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None):
+    """Whole-volume validation: per case x organ volumetric Dice, IoU and HD95 (mm, real spacing)."""
+    cfg = ctx.cfg
+    cases = ctx.val_cases if cases is None else cases
+    if cases is None or len(cases) == 0:
+        return {}, [], {}
+    limit = cfg.trainer.get("limit_val_batches")
+    n = len(cases) if not limit else min(len(cases), int(limit))
+    classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
+    acc = MetricAccumulator()
+    images = {}
+    f3 = cfg.func_3d
+    for i in tqdm(
+        range(n), desc="validate 3D", leave=False, disable=not cfg.trainer.get("progress_bar", True)
+    ):
+        raw = cases[i]
+        # layouts that declare no organ names (npz) name each case's own ids (label_<id>)
+        case_classes = classes or {int(k): v for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
+        s = ctx.val_transform(raw)
+        lab_s = s["label"].numpy()
+        ids = [k for k in case_classes if (lab_s == k).any()]
+        vp = prompts_from_label(lab_s, ids, cfg.prompt, mode=str(f3.val_prompt))
+        label = np.asarray(raw["label"])
+        pred = segment_volume(
+            model,
+            s["image"],
+            vp,
+            str(cfg.prompt.type),
+            label.shape[1:],
+            threshold=float(f3.threshold),
+            offload=bool(f3.offload),
+            keep_largest=bool(f3.get("largest_component", False)),
+        )
+        acc.add_case(
+            pred, label, tuple(float(x) for x in raw["spacing"]), case_classes, case_id=str(raw["case_id"])
+        )
+        if vis_dir is not None and i < int(cfg.get("vis_max_cases", 4)):
+            grids = volume_pictures(raw, pred, ctx.val_transform, vp)
+            for z, g in grids.items():
+                save_png(g, Path(vis_dir) / f"{raw['case_id']}_z{z:03d}.png")
+                if len(images) < 4:
+                    images[f"val_images/{raw['case_id']}_z{z}"] = g
+    summ = acc.summary()
+    return {f"val/{k}": float(v) for k, v in summ.items()}, acc.rows, images
+
+
+def volume_pictures(
+    raw: dict, pred: np.ndarray, transform, vp: VolumePrompts | None = None, n: int = 3
+) -> dict[int, np.ndarray]:
+    """image | ground truth | prediction on the key slices (or evenly spaced slices without labels)."""
+    from medseg.transforms import apply_intensity
+
+    image = np.asarray(raw["image"])
+    label = raw.get("label")
+    D = image.shape[0]
+    zs = sorted({z for per in (vp.per_object.values() if vp else []) for z in per})
+    if not zs:
+        fg = np.flatnonzero(pred.reshape(D, -1).any(1))
+        zs = list(fg) if len(fg) else list(range(D))
+    zs = [zs[int(j)] for j in np.linspace(0, len(zs) - 1, min(n, len(zs)))]
+    S = transform.image_size
+    sy, sx = image.shape[1] / S, image.shape[2] / S
+    out = {}
+    for z in zs:
+        x = apply_intensity(image[z], transform.intensity)
+        gt = np.asarray(label[z]) if label is not None else None
+        boxes = None
+        if vp is not None:
+            bs = [
+                p["box"] * np.array([sx, sy, sx, sy])
+                for per in vp.per_object.values()
+                for zz, p in per.items()
+                if zz == z and np.any(p["box"])
+            ]
+            boxes = np.stack(bs) if bs else None
+        out[int(z)] = panel_grid(x if x.ndim == 2 else x.mean(-1), gt, pred[z], boxes=boxes)
+    return out

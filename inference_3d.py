@@ -1,0 +1,26 @@
+"""Segment whole CT/MRI volumes with a (fine-tuned) SAM2 and write .npy + NIfTI masks, pictures, metrics.
+
+    python inference_3d.py checkpoint=outputs/train_3d/runs/.../checkpoint_best.pth dataset=nnunet \
+        dataset.root=/data/Dataset001 split=test prompt=box output_dir=preds save_vis=true
+
+A Meta checkpoint needs model=<variant>; our checkpoints carry their variant and image size.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import sam2_train  # noqa: F401  (imports sam2 and clears the Hydra state it leaves behind)
+from func_3d.inference import run_inference
+from medseg.cli import user_errors_as_one_line
+
+
+@hydra.main(config_path="conf", config_name="inference_3d", version_base="1.3")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> None:
+    run_inference(cfg)
+
+
+if __name__ == "__main__":
+    main()
