@@ -1,0 +1,434 @@
+"""Compare finished runs side by side: ``python tools/compare.py RUN_DIR [RUN_DIR ...] --out DIR``.
+
+Every run folder must hold ``splits.json`` and ``val_cases.csv`` (written by ``medseg.engine``);
+``run_summary.json``, ``.hydra/config.yaml`` and ``vis/epoch_XXX/*.png`` are used when present. The runs
+must share their validation and test splits, otherwise the tool exits 2 with one line naming the two
+folders that differ.
+
+Writes into ``--out``:
+
+- ``comparison.csv`` / ``comparison.md``: one row per run with model, parameter counts, per-class and
+  overall Dice / IoU / HD95 as mean ± std over the applicable (case x class) rows of the chosen
+  validation (``status == "empty_both"`` rows are excluded, as in ``medseg.metrics``), train time and
+  peak memory;
+- ``comparison_dice.png``: bars of mean Dice per class (and over all classes) per model, error bars =
+  std over cases;
+- ``grids/<case_id>.png``: image | ground truth | one prediction panel per model, for the cases that
+  every run visualised at its chosen epoch.
+
+Std is the sample standard deviation (``ddof=1``; 0 for a single value). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+METRICS = ("dice", "iou", "hd95")
+SEP = 2  # width of the white separator columns between grid panels (medseg.viz.panel_grid)
+HEADER = 14  # height of the label strip on top of the comparison grids
+
+
+class CompareError(Exception):
+    """A problem with the run folders, reported as one line by :func:`main`."""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CompareError(f"{path} is missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CompareError(f"{path} could not be read: {exc}") from None
+
+
+def _float(v: Any) -> float:
+    """CSV cell -> float; empty or unparsable cells are NaN."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _epoch(v: Any) -> int | None:
+    f = _float(v)
+    return int(f) if math.isfinite(f) else None
+
+
+def read_val_cases(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows of ``run_dir/val_cases.csv`` with ``epoch`` as int and the metrics as floats."""
+    path = run_dir / "val_cases.csv"
+    if not path.is_file():
+        raise CompareError(f"{path} is missing (the run never validated?)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"epoch", "case_id", "class_name", "dice", "iou", "hd95", "status"}
+    if not rows:
+        raise CompareError(f"{path} has no rows")
+    missing = need - set(rows[0])
+    if missing:
+        raise CompareError(f"{path} lacks the columns {sorted(missing)}")
+    for r in rows:
+        r["epoch"] = _epoch(r["epoch"])
+        for k in METRICS:
+            r[k] = _float(r[k])
+    return rows
+
+
+def model_name(run_dir: Path, summary: dict[str, Any]) -> str:
+    """Model name from ``run_summary.json``, else ``model.name`` of ``.hydra/config.yaml``, else the folder."""
+    if summary.get("model"):
+        return str(summary["model"])
+    cfg = run_dir / ".hydra" / "config.yaml"
+    if cfg.is_file():
+        try:
+            import yaml
+
+            name = ((yaml.safe_load(cfg.read_text()) or {}).get("model") or {}).get("name")
+        except Exception:  # no/odd yaml: fall back to a plain scan of the "model:" block
+            m = re.search(
+                r"^model:\s*\n(?:[ \t]+.*\n)*?[ \t]+name:\s*['\"]?([^'\"\n]+)", cfg.read_text(), re.M
+            )
+            name = m.group(1).strip() if m else None
+        if name:
+            return str(name)
+    return run_dir.resolve().name
+
+
+def check_splits(run_dirs: Sequence[Path]) -> None:
+    """Raise :class:`CompareError` unless all runs have the same val and test case sets."""
+    splits = [_read_json(d / "splits.json") for d in run_dirs]
+    for key, word in (("val", "validation"), ("test", "test")):
+        ref = set(map(str, splits[0].get(key) or []))
+        for d, s in zip(run_dirs[1:], splits[1:]):
+            other = set(map(str, s.get(key) or []))
+            if other != ref:
+                a, b = run_dirs[0], d
+                only_a, only_b = sorted(ref - other), sorted(other - ref)
+                ex = ", e.g. " + ", ".join((only_a or only_b)[:3])
+                raise CompareError(
+                    f"{a} and {b} used different {word} splits ({len(only_a)} cases only in {a}, "
+                    f"{len(only_b)} only in {b}{ex})"
+                )
+
+
+def choose_epoch(rows: list[dict[str, Any]], summary: dict[str, Any], epoch: str) -> tuple[int | None, str]:
+    """The validation of ``val_cases.csv`` to use and a note ('' when it is the one asked for).
+
+    ``epoch``: ``"best"`` (``run_summary.json`` best epoch, else the last), ``"last"`` or an epoch number.
+    The engine rewrites ``val_cases.csv`` at every validation, so the best epoch may no longer be in it;
+    then the last one present is used and the note says so.
+    """
+    present = sorted({r["epoch"] for r in rows if r["epoch"] is not None})
+    last = present[-1] if present else None
+    if epoch == "last":
+        return last, ""
+    if epoch == "best":
+        want = _epoch((summary.get("best") or {}).get("epoch"))
+        if want is None:
+            return last, "no best epoch in run_summary.json; used the last validation"
+    else:
+        want = _epoch(epoch)
+        if want is None:
+            raise CompareError(f"--epoch must be best, last or an epoch number, not {epoch!r}")
+    if want in present:
+        return want, ""
+    return last, f"epoch {want} is not in val_cases.csv; used epoch {last}"
+
+
+# ---------------------------------------------------------------------------------------------- stats
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one value) and count of the finite values; NaNs when there are none."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def summarize(rows: list[dict[str, Any]], epoch: int | None) -> tuple[dict[str, float], list[str]]:
+    """Per-class and overall ``<metric>[/<class>]_{mean,std,n}`` over the applicable rows of ``epoch``."""
+    rows = [r for r in rows if r["epoch"] == epoch]
+    classes = list(dict.fromkeys(r["class_name"] for r in rows))
+    ok = [r for r in rows if r["status"] != "empty_both"]
+    out: dict[str, float] = {}
+    for m in METRICS:
+        out[f"{m}_mean"], out[f"{m}_std"], out[f"{m}_n"] = mean_std([r[m] for r in ok])
+    for c in classes:
+        cls = [r for r in ok if r["class_name"] == c]
+        for m in METRICS:
+            out[f"{m}/{c}_mean"], out[f"{m}/{c}_std"], out[f"{m}/{c}_n"] = mean_std([r[m] for r in cls])
+    out["n_cases"] = len({r["case_id"] for r in rows})
+    return out, classes
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows to CSV; the header is the union of the keys in order of appearance, NaN is an empty cell."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in cols})
+
+
+def _pm(row: dict[str, Any], key: str, digits: int) -> str:
+    m, s = row.get(f"{key}_mean", math.nan), row.get(f"{key}_std", math.nan)
+    return "–" if not math.isfinite(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def write_markdown(
+    path: Path,
+    rows: list[dict[str, Any]],
+    classes: list[str],
+    notes: list[str],
+    plot: str | None,
+    grids: list[str],
+) -> None:
+    """The comparison table (mean ± std), notes, the Dice plot and the grid list as Markdown."""
+    head = ["Run", "Model", "Epoch", "Params", "Trainable", "Dice", "IoU", "HD95"]
+    for c in classes:
+        head += [f"Dice {c}", f"IoU {c}", f"HD95 {c}"]
+    head += ["Train time (s)", "Peak memory (MB)"]
+    lines = [
+        "# Run comparison",
+        "",
+        "Mean ± std over validation cases (applicable case x class rows; `empty_both` rows excluded).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        mem = _num(r.get("peak_memory_mb"), ".0f")
+        if mem != "–" and r.get("peak_memory_kind"):
+            mem += f" ({r['peak_memory_kind']})"
+        cells = [
+            r["run"],
+            r["model"],
+            _num(r["epoch"], "d"),
+            _num(r.get("params"), ","),
+            _num(r.get("trainable_params"), ","),
+            _pm(r, "dice", 4),
+            _pm(r, "iou", 4),
+            _pm(r, "hd95", 2),
+        ]
+        for c in classes:
+            cells += [_pm(r, f"dice/{c}", 4), _pm(r, f"iou/{c}", 4), _pm(r, f"hd95/{c}", 2)]
+        cells += [_num(r.get("train_time_s"), ".1f"), mem]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    lines += ["", "Runs:", ""] + [f"- `{r['run']}`: `{r['run_dir']}`" for r in rows]
+    if plot:
+        lines += ["", f"![Dice per class]({plot})"]
+    lines += ["", "## Example predictions", ""]
+    lines += [f"- [{g}]({g})" for g in grids] if grids else []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_dice(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
+    """Grouped bars: mean Dice per class (plus over all classes) per run, error bars = std over cases."""
+    groups = classes + ["all"]
+    keys = [f"dice/{c}" for c in classes] + ["dice"]
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) * max(1, len(rows)) / 2 + 2), 3.5))
+    for i, r in enumerate(rows):
+        means = [r.get(f"{k}_mean", math.nan) for k in keys]
+        stds = [r.get(f"{k}_std", math.nan) for k in keys]
+        ax.bar(
+            x + (i - (len(rows) - 1) / 2) * width,
+            np.nan_to_num(means),
+            width,
+            yerr=np.nan_to_num(stds),
+            capsize=3,
+            label=r["run"],
+        )
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Dice (mean ± std over cases)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def split_panels(grid: np.ndarray) -> list[np.ndarray]:
+    """Cut a ``medseg.viz.panel_grid`` PNG (3 or 4 panels, 2-px white separators) into its panels."""
+    h, total = grid.shape[:2]
+    candidates = []
+    for k in (3, 4):
+        w, rem = divmod(total - SEP * (k - 1), k)
+        if rem or w <= 0:
+            continue
+        seps_white = all((grid[:, j * (w + SEP) - SEP : j * (w + SEP)] == 255).all() for j in range(1, k))
+        candidates.append((not seps_white, w != h, k, w))  # prefer white separators, then square panels
+    if not candidates:
+        raise ValueError(f"cannot split a {total}-px wide grid into 3 or 4 panels")
+    _, _, k, w = min(candidates)
+    return [grid[:, j * (w + SEP) : j * (w + SEP) + w] for j in range(k)]
+
+
+def _label_strip(width: int, panel_w: int, labels: list[str]) -> np.ndarray:
+    strip = Image.new("RGB", (width, HEADER), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for j, text in enumerate(labels):
+        while len(text) > 1 and draw.textlength(text) > panel_w - 2:
+            text = text[:-1]
+        x0 = j * (panel_w + SEP)
+        draw.text((x0 + max(0, (panel_w - draw.textlength(text)) / 2), 1), text, fill=(0, 0, 0))
+    return np.asarray(strip)
+
+
+def make_grids(out_dir: Path, vis_dirs: list[Path], names: list[str]) -> list[str]:
+    """``grids/<case>.png`` (image | GT | each run's prediction, with a label strip) for the common cases.
+
+    Returns the written paths relative to ``out_dir``.
+    """
+    common = set.intersection(*({p.stem for p in d.glob("*.png")} for d in vis_dirs))
+    written = []
+    for case in sorted(common):
+        first = split_panels(np.asarray(Image.open(vis_dirs[0] / f"{case}.png").convert("RGB")))
+        h, w = first[0].shape[:2]
+        panels = [first[0], first[1]]
+        for d in vis_dirs:
+            pred = split_panels(np.asarray(Image.open(d / f"{case}.png").convert("RGB")))[2]
+            if pred.shape[:2] != (h, w):
+                pred = np.asarray(Image.fromarray(pred).resize((w, h), Image.NEAREST))
+            panels.append(pred)
+        sep = np.full((h, SEP, 3), 255, np.uint8)
+        row = panels[0]
+        for p in panels[1:]:
+            row = np.concatenate([row, sep, p], axis=1)
+        gt = "ground truth" if w >= 80 else "GT"
+        out = np.concatenate([_label_strip(row.shape[1], w, ["image", gt, *names]), row], axis=0)
+        rel = f"grids/{case}.png"
+        (out_dir / "grids").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(out).save(out_dir / rel)
+        written.append(rel)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- main
+def compare_runs(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    epoch: str = "best",
+) -> list[dict[str, Any]]:
+    """Compare ``run_dirs`` and write the outputs into ``out_dir``; returns the ``comparison.csv`` rows.
+
+    Raises :class:`CompareError` for missing files, differing splits or bad arguments.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise CompareError("no run folders given")
+    for d in dirs:
+        if not d.is_dir():
+            raise CompareError(f"{d} is not a folder")
+    if names is not None and len(names) != len(dirs):
+        raise CompareError(f"--names has {len(names)} labels for {len(dirs)} run folders")
+    check_splits(dirs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    classes: list[str] = []
+    notes: list[str] = []
+    epochs: list[int | None] = []
+    for i, d in enumerate(dirs):
+        cases = read_val_cases(d)
+        summary = _read_json(d / "run_summary.json") if (d / "run_summary.json").is_file() else {}
+        if not summary:
+            notes.append(f"{d}: no run_summary.json (parameters, time and memory unknown)")
+        model = model_name(d, summary)
+        ep, note = choose_epoch(cases, summary, epoch)
+        if note:
+            notes.append(f"{d}: {note}")
+        stats, cls = summarize(cases, ep)
+        classes += [c for c in cls if c not in classes]
+        epochs.append(ep)
+        rows.append(
+            {
+                "run": names[i] if names else model,
+                "model": model,
+                "run_dir": str(d),
+                "epoch": ep,
+                "params": summary.get("params"),
+                "trainable_params": summary.get("trainable_params"),
+                **stats,
+                "train_time_s": summary.get("train_time_s"),
+                "peak_memory_mb": summary.get("peak_memory_mb"),
+                "peak_memory_kind": summary.get("peak_memory_kind"),
+            }
+        )
+    labels = [r["run"] for r in rows]
+    if len(set(labels)) < len(labels):  # same model twice: tell the runs apart by their folder
+        for r, d in zip(rows, dirs):
+            r["run"] = f"{r['run']} ({d.resolve().name})"
+
+    write_csv(out / "comparison.csv", rows)
+    plot_dice(out / "comparison_dice.png", rows, classes)
+
+    vis = [d / "vis" / f"epoch_{ep:03d}" if ep is not None else None for d, ep in zip(dirs, epochs)]
+    grids: list[str] = []
+    absent = [str(v or d / "vis") for v, d in zip(vis, dirs) if v is None or not v.is_dir()]
+    if absent:
+        notes.append("grids skipped: no visualisations at " + ", ".join(absent))
+    else:
+        try:
+            grids = make_grids(out, vis, [r["run"] for r in rows])
+        except (OSError, ValueError) as exc:
+            notes.append(f"grids skipped: {exc}")
+        if not grids and not any("grids skipped" in n for n in notes):
+            notes.append("grids skipped: no case was visualised by every run")
+    write_markdown(out / "comparison.md", rows, classes, notes, "comparison_dice.png", grids)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (0 ok, 2 for a problem with the runs)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], prog="compare.py")
+    p.add_argument("run_dirs", nargs="+", help="run folders (Hydra output directories)")
+    p.add_argument("--out", required=True, help="folder for comparison.csv/.md, the plot and grids/")
+    p.add_argument("--names", default=None, help="comma-separated labels, one per run folder")
+    p.add_argument("--epoch", default="best", help="best (default), last, or an epoch number")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    try:
+        compare_runs(args.run_dirs, args.out, names=names, epoch=args.epoch)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(Path(args.out) / "comparison.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

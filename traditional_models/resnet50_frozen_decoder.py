@@ -1,0 +1,110 @@
+"""Frozen ImageNet ResNet-50 encoder + small trainable decoder (semantic, one channel per class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from traditional_models import SemanticSegmenter
+
+__all__ = ["ResNet50FrozenDecoder", "load_resnet_weights"]
+
+
+def load_resnet_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a torchvision-format ResNet ``state_dict`` from ``path`` into ``model`` (strict).
+
+    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. Never downloads.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file cannot be read or its keys/shapes do not match ``model``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder_weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt / not a torch file
+        raise ValueError(f"encoder_weights {path} is not a readable torch state dict: {err}") from err
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"encoder_weights {path} does not hold a state dict of tensors")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"encoder_weights {path} does not match a torchvision ResNet: {err}") from err
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ResNet50FrozenDecoder(SemanticSegmenter):
+    """ResNet-50 (up to ``layer4``, stride 32, frozen, BN kept in eval) + trainable decoder.
+
+    Decoder: Conv-BN-ReLU x2 -> ConvTranspose (x2) x2 -> 1x1 conv -> bilinear upsampling to the input size.
+
+    Args:
+        num_classes: number of foreground classes (output channels).
+        encoder_weights: path of a torchvision ``resnet50`` state dict (ImageNet), or None for random init.
+        decoder_channels: channels of the two Conv-BN-ReLU blocks.
+        image_size: nominal input size (informative; any multiple of 32 works).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1,
+        encoder_weights: str | None = None,
+        decoder_channels: int = 256,
+        image_size: int = 512,
+    ) -> None:
+        super().__init__(num_classes)
+        if int(decoder_channels) < 4:
+            raise ValueError(f"decoder_channels must be >= 4, got {decoder_channels!r}")
+        self.image_size = int(image_size)
+        resnet = torchvision.models.resnet50(weights=None)
+        if encoder_weights is not None:
+            load_resnet_weights(resnet, encoder_weights)
+        self.encoder = nn.Sequential(
+            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,
+        )  # fmt: skip
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+        c = int(decoder_channels)
+        self.decoder = nn.Sequential(
+            _conv_bn_relu(2048, c),
+            _conv_bn_relu(c, c),
+            nn.ConvTranspose2d(c, c // 2, 2, stride=2),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(c // 2, c // 4, 2, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 4, self.num_classes, 1),
+        )
+
+    def train(self, mode: bool = True) -> ResNet50FrozenDecoder:
+        """Switch the decoder's mode; the frozen encoder always stays in eval mode (fixed BN statistics)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward_semantic(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` -> ``[B, num_classes, S, S]`` logits."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        with torch.no_grad():
+            feats = self.encoder(images)
+        logits = self.decoder(feats)
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,119 @@
+"""Baselines on the shared engine: the same samples, prompts (boxes), losses, metrics and outputs as SAM2.
+
+``CNNTask`` trains the torch baselines (resnet_box_prompt, resnet50_frozen_decoder, unet) with the
+shared engine loop. ``YoloTask`` hands training to ultralytics (``fit_external``) on a YOLO dataset
+exported from *our* split, then scores its masks with *our* metrics on *our* validation split.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+from medseg.evaluation import evaluate_2d
+from medseg.runtime import atomic_torch_save
+from medseg.viz import to_uint8_image
+
+
+class CNNTask:
+    """Per-object logits from ``model.forward_objects`` trained with the configured loss."""
+
+    def __init__(self, cfg, ctx):
+        self.cfg, self.ctx = cfg, ctx
+        self.loss_fn = instantiate(cfg.loss)
+        self.train_dataset = ctx.train_samples
+        self.collate = ctx.collate
+
+    def _logits(self, model, batch) -> torch.Tensor:
+        return model.forward_objects(batch.images, batch.boxes, batch.obj_img, batch.obj_class)
+
+    def training_step(self, model, batch) -> dict:
+        return self.loss_fn(self._logits(model, batch), batch.masks)
+
+    def predict(self, model, batch) -> torch.Tensor:
+        return self._logits(model, batch)
+
+    def validate(self, model, *, epoch: int, vis_dir: Path | None):
+        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir)
+
+
+class YoloTask:
+    """Ultralytics YOLO segmentation trained by ultralytics, evaluated by the suite."""
+
+    def __init__(self, cfg, ctx):
+        self.cfg, self.ctx = cfg, ctx
+        self.yolo = None
+        self.train_dataset = ctx.train_samples
+        self.collate = ctx.collate
+
+    @staticmethod
+    def _export_items(samples):
+        for i in range(len(samples)):
+            s = samples.get(i, np.random.default_rng([0, i]))
+            lab = torch.as_tensor(s["label"]).reshape(s["image"].shape[-2:]).numpy()
+            yield str(s["case_id"]), to_uint8_image(s["image"].reshape(3, *lab.shape)), lab
+
+    def fit_external(self, yolo, out_dir: Path, device: torch.device) -> torch.nn.Module:
+        """Export our split as a YOLO dataset, train with ultralytics, keep its weights beside our checkpoints."""
+        from traditional_models.yolo_export import export_yolo_dataset
+
+        self.yolo = yolo
+        out_dir = Path(out_dir)
+        names = {int(k): v for k, v in self.ctx.label_names.items() if int(k) > 0}
+        splits = {"train": list(self._export_items(self.ctx.train_samples))}
+        if self.ctx.val_samples is not None:
+            splits["val"] = list(self._export_items(self.ctx.val_samples))
+        data_yaml = export_yolo_dataset(splits, out_dir / "yolo_dataset", names)
+        # the suite's trainer settings govern, as for every other model
+        yolo.epochs, yolo.batch = int(self.cfg.trainer.max_epochs), int(self.cfg.trainer.batch_size)
+        epochs = yolo.epochs
+        weights = yolo.train(
+            data_yaml, out_dir / "yolo_train", device="cpu" if device.type == "cpu" else device.index or 0
+        )
+        kept = out_dir / "yolo_best.pt"
+        shutil.copyfile(weights, kept)
+        yolo.model = str(kept)
+        from ultralytics import YOLO
+
+        net = YOLO(str(kept)).model
+        state = {
+            "format": "sam2-medical/yolo",
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "yolo_weights": kept.name,
+            "epoch": epochs,
+            "model_cfg": {"name": str(self.cfg.model.name), "image_size": int(self.cfg.model.image_size)},
+        }
+        atomic_torch_save(state, out_dir / "checkpoint_last.pth")
+        atomic_torch_save(state, out_dir / "checkpoint_best.pth")
+        return net
+
+    def load_external(self, yolo) -> torch.nn.Module:
+        """``train=false``: evaluate the weights given as ``model.net.weights``."""
+        if not str(yolo.model).endswith(".pt"):
+            raise ValueError("model.net.weights: give the YOLO weights (.pt) to evaluate with train=false")
+        from ultralytics import YOLO
+
+        self.yolo = yolo
+        return YOLO(str(yolo.model)).model
+
+    def predict(self, model, batch) -> torch.Tensor:
+        from traditional_models.yolo import labels_from_instances
+
+        imgs = [to_uint8_image(im) for im in batch.images]
+        preds = self.yolo.predict(imgs)
+        S = batch.images.shape[-1]
+        ids = sorted(int(k) for k in self.ctx.label_names if int(k) > 0)
+        out = torch.full((batch.obj_img.shape[0], S, S), -10.0, device=batch.images.device)
+        for b, p in enumerate(preds):
+            lab = labels_from_instances(p.masks, p.classes, p.scores, label_ids=ids, shape=(S, S))
+            lab = torch.as_tensor(lab, device=out.device)
+            for n in (batch.obj_img == b).nonzero().flatten().tolist():
+                out[n][lab == batch.obj_class[n]] = 10.0
+        return out
+
+    def validate(self, model, *, epoch: int, vis_dir: Path | None):
+        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir)
