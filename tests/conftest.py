@@ -1,0 +1,72 @@
+"""Shared fixtures: the real Hydra configs composed with small overrides, and synthetic data trees
+in the real on-disk layouts (written once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+import sam2_train  # noqa: F401  (imports sam2 once and clears its Hydra state)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SMALL = [
+    "model.image_size=64",
+    "trainer.device=cpu",
+    "trainer.num_workers=0",
+    "trainer.amp=false",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "trainer.batch_size=2",
+    "trainer.progress_bar=false",
+    "logger.log_images=false",
+]
+
+
+def compose_cfg(root: str, overrides: list[str], out_dir: Path):
+    """Compose ``conf/<root>.yaml`` with ``overrides`` as Hydra would for a run in ``out_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(root, overrides=[*overrides, f"hydra.run.dir={out_dir}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_entry(root: str, overrides: list[str], out_dir: Path, *, small: bool = True):
+    """Run an entry point in-process (same code as ``python train_2d.py ...``); returns (cfg, result)."""
+    from medseg.app import run
+
+    cfg = compose_cfg(root, (SMALL if small else []) + overrides, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = "3d" if root == "train_3d" else "2d"
+    return cfg, run(cfg, mode=mode, task_key="task_3d" if mode == "3d" else "task_2d")
+
+
+def checkpoint_weights(path: Path) -> dict:
+    """The model state dict of a checkpoint file (ours or Meta's)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    from medseg import synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_kvasir(root / "kvasir", n=8, size=72)
+    synthetic.write_refuge(root / "refuge", n=6, size=64)
+    synthetic.write_nnunet(root / "nnunet", n_cases=4, depth=8, size=48, n_organs=2)
+    synthetic.write_btcv(root / "btcv", n_cases=3, depth=8, size=48)
+    synthetic.write_npz(root / "npz", n_cases=3, depth=8, size=48)
+    synthetic.write_folder2d(root / "folder2d", n=6, size=64)
+    return root

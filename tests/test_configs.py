@@ -1,0 +1,201 @@
+"""Every file of every config group composes and instantiates; launchers, sweepers and multiruns work."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, ROOT, compose_cfg
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("local",))
+THREE_D = {"btcv_organs", "btcv_one_prompt", "nnunet_multiorgan"}
+DATA_FOR = {
+    "kvasir": "kvasir",
+    "refuge": "refuge",
+    "folder2d": "folder2d",
+    "btcv": "btcv",
+    "nnunet": "nnunet",
+    "npz": "npz",
+    "flare22_adrenal": "nnunet",
+}
+
+
+def _files(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+ALL = [(g, f) for g in GROUPS for f in _files(g)]
+
+
+def test_every_group_exists():
+    for g in (
+        "model",
+        "dataset",
+        "prompt",
+        "loss",
+        "optim",
+        "scheduler",
+        "trainer",
+        "logger",
+        "paths",
+        "hydra",
+        "launcher",
+        "experiment",
+        "debug",
+        "hparams_search",
+    ):
+        assert g in GROUPS and _files(g), g
+
+
+@pytest.mark.parametrize(("group", "name"), ALL, ids=[f"{g}/{f}" for g, f in ALL])
+def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path):
+    root = "train_3d" if (group == "experiment" and name in THREE_D) else "train_2d"
+    sel = f"+{group}={name}" if group == "arm" else f"{group}={name}"
+    if group in ("hydra", "paths"):
+        sel = None
+    overrides = [o for o in (sel, "model.image_size=64") if o]
+    if group == "experiment":
+        overrides.append("model.image_size=64")
+    cfg = compose_cfg(root, overrides, tmp_path)
+    assert OmegaConf.to_yaml(cfg)  # resolves nothing yet, but every interpolation target must exist
+    if group == "model":
+        net = instantiate(cfg.model.net)
+        if isinstance(net, torch.nn.Module):
+            assert sum(p.numel() for p in net.parameters()) > 0
+            assert "task_2d" in cfg.model
+    elif group == "dataset":
+        extra = {"labels": [1, 2]} if name == "flare22_adrenal" else {}  # the synthetic tree has ids 1, 2
+        ds = instantiate(cfg.dataset, root=str(data_root / DATA_FOR[name]), **extra)
+        assert len(ds.case_ids) > 0
+    elif group == "prompt":
+        from medseg.prompts import PromptConfig
+
+        assert PromptConfig.from_cfg(cfg.prompt).type == name
+    elif group == "loss":
+        loss = instantiate(cfg.loss)
+        out = loss(torch.randn(2, 1, 8, 8), torch.rand(2, 8, 8) > 0.5)
+        assert torch.isfinite(out["loss"])
+    elif group in ("optim", "scheduler"):
+        from medseg.optim import build_optimizer, build_scheduler
+
+        lin = torch.nn.Linear(3, 2)
+        opt = build_optimizer(cfg.optim, lin)
+        sched = build_scheduler(cfg.scheduler, opt, total_steps=10)
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0]["lr"] > 0
+    elif group == "launcher":
+        target = cfg.hydra.launcher._target_
+        assert ("submitit" in target) if name == "slurm" else ("BasicLauncher" in target)
+    elif group == "hparams_search":
+        assert "optuna" in cfg.hydra.sweeper._target_.lower()
+        assert "optim.lr" in cfg.hydra.sweeper.params and cfg.optimized_metric == "val/dice"
+    elif group == "experiment":
+        assert cfg.task_name == name
+
+
+def test_slurm_launcher_writes_a_valid_sbatch_script(tmp_path, monkeypatch):
+    """The submitit launcher's settings from conf/launcher/slurm.yaml become the sbatch header
+    (no cluster here: a stand-in ``srun`` on PATH lets submitit build its executor)."""
+    import os
+
+    import submitit
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = compose_cfg(
+        "train_3d",
+        [
+            "launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.gpus_per_node=2",
+            "hydra.launcher.timeout_min=90",
+            "hydra.launcher.mem_gb=48",
+        ],
+        tmp_path,
+    )
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    params.pop("_target_")
+    folder = params.pop("submitit_folder")
+    assert "%j" in folder
+    ex = submitit.AutoExecutor(folder=str(tmp_path / "sub"), cluster="slurm")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    ex.update_parameters(
+        **{k if k in base else f"slurm_{k}": v for k, v in params.items() if k != "max_num_timeout"}
+    )
+    text = ex._executor._make_submission_file_text("python train_3d.py", "uid")
+    assert "#SBATCH --partition=gpu" in text
+    assert "#SBATCH --gpus-per-node=2" in text
+    assert "#SBATCH --time=90" in text
+    assert "#SBATCH --mem=48GB" in text
+
+
+def test_train_slurm_script_maps_models(tmp_path):
+    r = subprocess.run(
+        ["bash", "train_slurm.sh", "nonsense"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    assert r.returncode == 2 and "unknown model 'nonsense'" in r.stderr
+    text = (ROOT / "train_slurm.sh").read_text()
+    assert "#SBATCH --gres=gpu:1" in text and "apptainer exec --nv" in text and "train_2d.py" in text
+
+
+def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train_3d.py",
+            "-m",
+            "model=sam2.1_hiera_t,sam2_hiera_t",
+            f"dataset.root={data_root / 'nnunet'}",
+            "model.image_size=64",
+            "trainer.device=cpu",
+            "trainer.num_workers=0",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "trainer.batch_size=1",
+            "func_3d.video_length=3",
+            "trainer.progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p for p in sweep.iterdir() if (p / "checkpoint_last.pth").exists())
+    assert len(runs) == 2
+    with open(sweep / "sweep_summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["model"] for r in rows) == ["sam2.1_hiera_t", "sam2_hiera_t"]
+    assert (sweep / "sweep_summary.md").read_text().count("sam2") >= 2
+    assert (sweep / "sweep_summary.png").stat().st_size > 1000
+
+
+def test_entry_point_returns_monitored_metric_for_sweepers(data_root, tmp_path):
+    from tests.conftest import run_entry
+
+    _, value = run_entry(
+        "train_2d", [f"dataset.root={data_root / 'kvasir'}", "optimized_metric=val/dice"], tmp_path / "r"
+    )
+    assert isinstance(value, float) and 0.0 <= value <= 1.0

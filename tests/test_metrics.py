@@ -1,0 +1,126 @@
+"""medseg.metrics: hand-computed Dice/IoU/HD95, empty rule, spacing, accumulator, CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.metrics import MetricAccumulator, score_case
+
+
+def _pair() -> tuple[np.ndarray, np.ndarray]:
+    target = np.zeros((4, 4), np.int64)
+    target[0, 0:3] = 1
+    pred = np.zeros((4, 4), np.int64)
+    pred[0, 1:4] = 1
+    return pred, target
+
+
+def test_dice_iou_hand_values():
+    pred, target = _pair()
+    (row,) = score_case(pred, target, (1.0, 1.0), {1: "a"}, case_id="c1")
+    assert row["dice"] == pytest.approx(2 * 2 / (3 + 3))
+    assert row["iou"] == pytest.approx(2 / 4)
+    assert (row["tp"], row["fp"], row["fn"], row["status"], row["case_id"]) == (2, 1, 1, "ok", "c1")
+    # surface distances per direction are [0, 0, 1] px; their 95th percentile (linear) is 0.9
+    assert row["hd95"] == pytest.approx(0.9)
+
+
+def test_torch_and_bool_inputs():
+    pred, target = _pair()
+    (row,) = score_case(torch.from_numpy(pred > 0), target > 0, None, {3: "x"})
+    assert row["class_id"] == 3 and row["dice"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "expected"), [((1.0, 1.0), 3.0), ((1.0, 2.0), 6.0), ((2.0, 1.0), 3.0), ((9.0, 2.0, 1.0), 3.0)]
+)
+def test_hd95_spacing_2d(spacing, expected):
+    target = np.zeros((8, 8), np.int64)
+    pred = np.zeros((8, 8), np.int64)
+    target[2, 2] = 1
+    pred[2, 5] = 1  # 3 pixels apart along x (columns)
+    (row,) = score_case(pred, target, spacing, {1: "a"})
+    assert row["hd95"] == pytest.approx(expected)
+
+
+def test_hd95_spacing_3d_and_single_slice():
+    target = np.zeros((4, 6, 6), np.int64)
+    pred = np.zeros((4, 6, 6), np.int64)
+    target[0, 2, 2] = 1
+    pred[3, 2, 2] = 1  # 3 slices apart
+    (row,) = score_case(pred, target, (2.5, 1.0, 1.0), {1: "a"})
+    assert row["hd95"] == pytest.approx(7.5)
+    (row2d,) = score_case(pred[:1] * 0 + target[:1], target[:1], (2.5, 1.0, 1.0), {1: "a"})
+    assert row2d["dice"] == 1.0 and row2d["hd95"] == 0.0
+
+
+def test_empty_rule():
+    z = np.zeros((4, 4), np.int64)
+    obj = z.copy()
+    obj[1:3, 1:3] = 1
+    (both,) = score_case(z, z, (1, 1), {1: "a"})
+    assert both["status"] == "empty_both" and math.isnan(both["dice"]) and math.isnan(both["iou"])
+    (fp,) = score_case(obj, z, (1, 1), {1: "a"})
+    assert (fp["status"], fp["dice"], fp["iou"]) == ("false_positive", 0.0, 0.0) and math.isnan(fp["hd95"])
+    (miss,) = score_case(z, obj, (2.0, 1.0), {1: "a"})
+    assert (miss["status"], miss["dice"], miss["iou"]) == ("missed", 0.0, 0.0)
+    assert miss["hd95"] == pytest.approx(math.sqrt((4 * 2.0) ** 2 + (4 * 1.0) ** 2))  # image diagonal in mm
+
+
+def test_accumulator_summary_excludes_empty_both():
+    pred, target = _pair()
+    acc = MetricAccumulator()
+    lab_p = pred.copy()
+    lab_t = target.copy()
+    lab_t[3, 3] = 2
+    lab_p[3, 3] = 2  # class 2 perfect
+    acc.add_case(lab_p, lab_t, (1, 1), {1: "a", 2: "b", 3: "c"}, case_id="x")  # class 3 empty in both
+    acc.add_case(np.zeros((4, 4), np.int64), target, (1, 1), {1: "a"}, case_id="y")  # missed
+    s = acc.summary()
+    assert s["dice/a"] == pytest.approx((2 / 3 + 0) / 2)
+    assert s["dice/b"] == pytest.approx(1.0)
+    assert math.isnan(s["dice/c"])
+    assert s["dice"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert s["iou"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert (s["empty_both"], s["missed"], s["n_rows"], s["n_applicable"]) == (1, 1, 4, 3)
+    acc.reset()
+    assert acc.rows == []
+
+
+def test_bad_inputs():
+    pred, target = _pair()
+    with pytest.raises(ValueError, match=r"\(4, 5\)"):
+        score_case(pred, np.zeros((4, 5), np.int64), None, {1: "a"})
+    with pytest.raises(ValueError, match="float"):
+        score_case(pred.astype(np.float32), target, None, {1: "a"})
+    with pytest.raises(ValueError, match=r"\(1.0, 2.0, 3.0, 4.0\)"):
+        score_case(pred, target, (1.0, 2.0, 3.0, 4.0), {1: "a"})
+    with pytest.raises(ValueError, match="-1"):
+        score_case(pred, target, (-1.0, 1.0), {1: "a"})
+    with pytest.raises(ValueError, match="exactly one class"):
+        score_case(pred > 0, target > 0, None, {1: "a", 2: "b"})
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_write_csv_union_of_columns_and_nan(tmp_path):
+    from medseg.tables import write_csv
+
+    path = tmp_path / "sub" / "metrics.csv"
+    write_csv(
+        path, [{"epoch": 0, "dice": 0.5}, {"epoch": 1, "dice": float("nan")}, {"epoch": 2, "hd95": 3.0}]
+    )
+    rows = _read(path)
+    assert list(rows[0]) == ["epoch", "dice", "hd95"]
+    assert (
+        rows[1]["dice"] == "" and rows[0]["hd95"] == "" and rows[2] == {"epoch": "2", "dice": "", "hd95": "3"}
+    )
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]  # no temporary files left

@@ -1,0 +1,238 @@
+"""Our batched propagation (func_3d) equals Meta's SAM2VideoPredictor, object by object.
+
+Same random weights in both models (Hiera-T, 64 px, CPU fp32), the predictor fed our exact
+normalised frames. Random SAM2 weights give nearly constant masks, so the mask decoder's output is
+scaled up (logits of about +-8) and the object-score head biased to "present": then getting the
+memory protocol wrong (e.g. train-mode semantics, fp32 memories) moves logits by > 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from func_3d import FramePrompts, propagate
+from sam2_train import build_sam2_model
+
+S, T = 64, 10
+TOL = 1e-4
+MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+def synthetic_volume(num_frames: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Three drifting discs on noise, ImageNet-normalised: ``[T, 3, S, S]``."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    frames = []
+    for t in range(num_frames):
+        img = 0.1 * torch.rand(size, size, generator=g)
+        for cx, cy, r in [(0.3, 0.4, 0.15), (0.65, 0.6, 0.2), (0.5, 0.2, 0.1)]:
+            rr = r * size * (1 + 0.05 * math.sin(t))
+            img += (((xx - (cx + 0.01 * t) * size) ** 2 + (yy - cy * size) ** 2) < rr**2).float() * 0.7
+        frames.append(img)
+    vol = torch.stack(frames).clamp(0, 1)[:, None].expand(-1, 3, -1, -1)
+    return (vol - MEAN) / STD
+
+
+def sensitive_weights(model: torch.nn.Module) -> None:
+    """Make random weights give masks that depend visibly on prompts and memories."""
+    with torch.no_grad():
+        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30.0)
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(3.0)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):  # memory encoder's CXBlock layer scale (1e-6 at init)
+                p.fill_(1.0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    base = build_sam2_model("sam2.1_hiera_t", image_size=S)
+    sensitive_weights(base)
+    predictor = build_sam2_model("sam2.1_hiera_t", image_size=S, target="video_predictor")
+    predictor.load_state_dict(base.state_dict())
+    assert predictor.fill_hole_area == 0 and not predictor.non_overlap_masks
+    assert not predictor.binarize_mask_from_pts_for_mem_enc
+    return base.eval(), predictor.eval()
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return synthetic_volume(T, S)
+
+
+@pytest.fixture(scope="module")
+def jpeg_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("frames")
+    for t in range(T):
+        Image.fromarray(np.zeros((S, S, 3), np.uint8)).save(path / f"{t:05d}.jpg")
+    return str(path)
+
+
+def run_predictor(predictor, jpeg_dir, images, prompts, *, forward=True, backward=False):
+    """Meta's predictor on our exact frames. prompts: [(frame, obj_id, kind, value)].
+
+    Returns ``{frame: [O, S, S]}`` logits, later passes overwriting earlier ones.
+    """
+    state = predictor.init_state(jpeg_dir)
+    state["images"] = images.clone()
+    state["video_height"] = state["video_width"] = S
+    state["cached_features"] = {}
+    for t, obj, kind, value in prompts:
+        if kind == "box":
+            predictor.add_new_points_or_box(state, frame_idx=t, obj_id=obj, box=value)
+        elif kind == "click":
+            predictor.add_new_points_or_box(state, frame_idx=t, obj_id=obj, points=[value], labels=[1])
+        else:
+            predictor.add_new_mask(state, frame_idx=t, obj_id=obj, mask=value)
+    out = {}
+    passes = ([False] if forward else []) + ([True] if backward else [])
+    for reverse in passes:
+        for t, _, masks in predictor.propagate_in_video(state, reverse=reverse):
+            out[t] = masks[:, 0]
+    return out
+
+
+def max_diff(ours, theirs: dict[int, torch.Tensor], objects=None) -> float:
+    """Max |logit difference| over the predictor's frames (checks we predicted the same frames)."""
+    assert set(theirs) == {t for t in range(ours.valid.shape[0]) if ours.valid[t].all()}
+    objects = list(range(ours.valid.shape[1])) if objects is None else objects
+    return max((ours.logits[t, objects] - m).abs().max().item() for t, m in theirs.items())
+
+
+BOX = [10.0, 12.0, 40.0, 44.0]
+
+
+FORWARD, BACKWARD, BOTH = (
+    {"forward": True},
+    {"forward": False, "backward": True},
+    {"forward": True, "backward": True},
+)
+
+
+@pytest.mark.parametrize(
+    ("direction", "chunk"),
+    [(FORWARD, 1), (BACKWARD, 1), (BOTH, 1), (BOTH, 8)],
+    ids=["fwd", "bwd", "both", "both-chunk8"],
+)
+def test_single_box_matches_predictor(models, volume, jpeg_dir, direction, chunk):
+    """chunk=1 encodes frames one by one like the predictor (bit-identical); chunk=8 batches the encoder."""
+    base, predictor = models
+    theirs = run_predictor(predictor, jpeg_dir, volume, [(4, 1, "box", BOX)], **direction)
+    kw = {"reverse": not direction["forward"], "both_directions": direction is BOTH}
+    prompts = {4: FramePrompts(boxes=torch.tensor([BOX]))}
+    ours = propagate(base, volume, prompts, 1, chunk=chunk, **kw)
+    diff = max_diff(ours, theirs)
+    print(f"single box, {kw}, chunk={chunk}: max |dlogit| vs predictor {diff:.2e}")
+    assert diff <= TOL
+    if direction is BOTH and chunk == 1:
+        # the comparison is sensitive: train-mode semantics (fp32 memories, all pointers) differ by > TOL
+        train_sem = propagate(base, volume, prompts, 1, train=True, chunk=chunk, **kw)
+        assert (train_sem.logits - ours.logits)[ours.valid[:, 0]].abs().max() > TOL
+
+
+def multi_object_prompts():
+    """Boxes for objects 0 and 1 on frames 2 and 6, one click (multimask decoder) for object 2 on frame
+    5, a mask for object 3 on frame 4 and an empty mask (absent there) on frame 8."""
+    disc = torch.zeros(S, S, dtype=torch.bool)
+    disc[30:50, 34:54] = True
+    empty = torch.zeros(S, S, dtype=torch.bool)
+    box1 = [30.0, 28.0, 58.0, 52.0]
+    meta = [
+        (2, 10, "box", BOX),
+        (4, 13, "mask", disc),
+        (5, 12, "click", [22.0, 14.0]),
+        (6, 11, "box", box1),
+        (8, 13, "mask", empty),
+    ]
+    nan = [math.nan] * 4
+    no_mask = torch.tensor([False, False, False, True])
+    ours = {
+        2: FramePrompts(boxes=torch.tensor([BOX, nan, nan, nan])),
+        4: FramePrompts(masks=torch.stack([empty, empty, empty, disc]), mask_valid=no_mask),
+        5: FramePrompts(
+            points=torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]], [[22.0, 14.0]], [[0.0, 0.0]]]),
+            point_labels=torch.tensor([[-1], [-1], [1], [-1]]),
+        ),
+        6: FramePrompts(boxes=torch.tensor([nan, box1, nan, nan])),
+        8: FramePrompts(masks=torch.stack([empty, empty, empty, empty]), mask_valid=no_mask),
+    }
+    # predictor object ids 10, 13, 12, 11 get indices 0, 1, 2, 3 (order of first prompt)
+    return meta, ours, [0, 3, 2, 1]
+
+
+@pytest.fixture
+def fp32_memory(models, monkeypatch):
+    """Meta's predictor stores memories in bfloat16 and relies on ``torch.cat`` with an fp32 object
+    pointer to get fp32 memory back. An object whose only memory is a later prompted frame has no
+    pointer there (``only_obj_ptrs_in_the_past_for_eval``), so in fp32 without autocast the predictor
+    raises "mat1 and mat2 must have the same dtype". Cast as the pointer would (identity otherwise)."""
+    _, predictor = models
+    attention = predictor.memory_attention
+    forward = attention.forward
+
+    def cast_forward(*args, memory, **kwargs):
+        return forward(*args, memory=memory.float(), **kwargs)
+
+    monkeypatch.setattr(attention, "forward", cast_forward)
+
+
+def test_multi_object_matches_predictor(models, volume, jpeg_dir, fp32_memory):
+    base, predictor = models
+    meta, prompts, order = multi_object_prompts()
+    theirs = run_predictor(predictor, jpeg_dir, volume, meta, forward=True, backward=True)
+    ours = propagate(base, volume, prompts, 4, both_directions=True, chunk=1)
+    assert ours.cond.nonzero().tolist() == [[2, 0], [4, 3], [5, 2], [6, 1], [8, 3]]
+    diff = max_diff(ours, theirs, objects=order)
+    print(f"multi-object max |dlogit| vs predictor: {diff:.2e}")
+    assert diff <= TOL
+    assert (ours.object_score_logits[8, 3] == -10.0).all()  # empty mask prompt = absent
+
+
+def test_predictor_needs_fp32_shim_for_late_prompts(models, volume, jpeg_dir):
+    """Documents the predictor fault worked around by ``fp32_memory`` (our engine casts on use)."""
+    _, predictor = models
+    with pytest.raises(RuntimeError, match="same dtype"):
+        run_predictor(predictor, jpeg_dir, volume, [(2, 1, "box", BOX), (5, 2, "box", BOX)])
+
+
+def test_batched_equals_one_object_at_a_time(models, volume):
+    base, _ = models
+    _, prompts, _ = multi_object_prompts()
+    batched = propagate(base, volume, prompts, 4, both_directions=True)
+    for o in range(4):
+        alone = {}
+        for t, p in prompts.items():
+            q = FramePrompts(
+                boxes=None if p.boxes is None else p.boxes[o : o + 1],
+                points=None if p.points is None else p.points[o : o + 1],
+                point_labels=None if p.point_labels is None else p.point_labels[o : o + 1],
+                masks=None if p.masks is None else p.masks[o : o + 1],
+                mask_valid=None if p.mask_valid is None else p.mask_valid[o : o + 1],
+            )
+            alone[t] = q
+        single = propagate(
+            base,
+            volume,
+            {t: q for t, q in alone.items() if _prompted(q)},
+            1,
+            start_frame=2,
+            both_directions=True,
+        )
+        assert torch.equal(single.valid[:, 0], batched.valid[:, o])
+        diff = (single.logits[:, 0] - batched.logits[:, o]).abs().max().item()
+        assert diff <= TOL, f"object {o}: {diff}"
+
+
+def _prompted(p: FramePrompts) -> bool:
+    if p.boxes is not None and bool(torch.isfinite(p.boxes).all()):
+        return True
+    if p.point_labels is not None and bool((p.point_labels >= 0).any()):
+        return True
+    return p.masks is not None and (p.mask_valid is None or bool(p.mask_valid.any()))
