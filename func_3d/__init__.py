@@ -5,7 +5,7 @@ from __future__ import annotations
 import sam2_train  # noqa: F401  (imports sam2 and clears the Hydra state it sets)
 from func_3d.features import FrameFeatures, encode_frames
 from func_3d.prompts import FramePrompts, ObjectPrompt, resolve_frame_prompts
-from func_3d.propagate import PropagationOutput, processing_order, propagate
+from func_3d.propagate import PropagationOutput, processing_order, propagate, propagate_clips
 
 __all__ = [
     "FrameFeatures",
@@ -15,5 +15,6 @@ __all__ = [
     "encode_frames",
     "processing_order",
     "propagate",
+    "propagate_clips",
     "resolve_frame_prompts",
 ]

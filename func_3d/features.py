@@ -43,6 +43,18 @@ class FrameFeatures:
         pos = self.pos[-1].to(device, non_blocking=True)
         return feat.flatten(2).permute(2, 0, 1), pos.flatten(2).permute(2, 0, 1)
 
+    def maps_many(self, frames: list[int], device: torch.device) -> list[Tensor]:
+        """Feature maps of several frames stacked along the batch: per level ``[B, C_l, H_l, W_l]``."""
+        idx = torch.tensor(frames, device=self.fpn[0].device)
+        return [x.index_select(0, idx).to(device, non_blocking=True) for x in self.fpn]
+
+    def top_many(self, frames: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Lowest-resolution features of several frames ``[HW, B, C]`` and the position encoding ``[HW, 1, C]``."""
+        idx = torch.tensor(frames, device=self.fpn[-1].device)
+        feat = self.fpn[-1].index_select(0, idx).to(device, non_blocking=True)
+        pos = self.pos[-1].to(device, non_blocking=True)
+        return feat.flatten(2).permute(2, 0, 1), pos.flatten(2).permute(2, 0, 1)
+
 
 def encode_frames(
     model: torch.nn.Module,

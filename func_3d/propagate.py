@@ -21,7 +21,7 @@ This engine drives the same ``SAM2Base`` building blocks (``forward_image``, ``m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -95,13 +95,19 @@ class _Result:
 
 
 class _Propagator:
-    """The state of one propagation: shared frame features, one memory bank per object, results."""
+    """The state of one propagation: shared frame features, one memory bank per object, results.
+
+    Several clips (videos of the same length T) can run together: object ``o`` belongs to clip
+    ``obj_video[o]`` and reads the features of frame ``obj_video[o] * T + t``. Objects never see each
+    other's memories, so this equals running the clips one after another.
+    """
 
     def __init__(
         self,
         model: torch.nn.Module,
         feats: FrameFeatures,
-        num_objects: int,
+        obj_video: list[int],
+        num_frames: int,
         *,
         train: bool,
         offload: bool,
@@ -110,15 +116,16 @@ class _Propagator:
     ) -> None:
         self.model = model
         self.feats = feats
-        self.num_frames = feats.num_frames
-        self.num_objects = num_objects
+        self.num_frames = num_frames
+        self.obj_video = list(obj_video)
+        self.num_objects = len(self.obj_video)
         self.train = train
         self.checkpointing = activation_checkpointing and train
         self.keep_multimask = keep_multimask
         self.device = model.device
         self.storage = torch.device("cpu") if offload else self.device
-        self.banks = [_Bank() for _ in range(num_objects)]
-        self.results: list[dict[int, _Result]] = [{} for _ in range(num_objects)]
+        self.banks = [_Bank() for _ in range(self.num_objects)]
+        self.results: list[dict[int, _Result]] = [{} for _ in range(self.num_objects)]
         self.mem_pos: Tensor | None = None  # [1, Cm, h, w]: the memory encoder's position encoding
 
     # ---------------------------------------------------------------- helpers
@@ -127,48 +134,70 @@ class _Propagator:
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def _high_res_maps(self, t: int, batch: int) -> list[Tensor] | None:
+    def _frames(self, entries: list[tuple[int, int]]) -> list[int]:
+        return [self.obj_video[o] * self.num_frames + t for o, t in entries]
+
+    def _top(self, entries: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """Lowest-level features ``[HW, B, C]`` and position encoding ``[HW, B, C]`` of the frames that
+        the ``(object, frame)`` entries read (a view of one frame's features when they all share it)."""
+        frames = self._frames(entries)
+        B = len(frames)
+        if len(set(frames)) == 1:
+            top, pos = self.feats.top(frames[0], self.device)
+            return top.expand(-1, B, -1), pos.expand(-1, B, -1)
+        top, pos = self.feats.top_many(frames, self.device)
+        return top, pos.expand(-1, B, -1)
+
+    def _high_res_maps(self, entries: list[tuple[int, int]]) -> list[Tensor] | None:
         if self.model.num_feature_levels == 1:
             return None
-        maps = self.feats.maps(t, self.device)[:-1]
-        return [m.expand(batch, -1, -1, -1) for m in maps]
+        frames = self._frames(entries)
+        if len(set(frames)) == 1:
+            maps = self.feats.maps(frames[0], self.device)[:-1]
+            return [m.expand(len(frames), -1, -1, -1) for m in maps]
+        return self.feats.maps_many(frames, self.device)[:-1]
 
     # ---------------------------------------------------------------- conditioning frames
-    def cond_frame(self, t: int, prompts: dict[int, ObjectPrompt]) -> None:
-        """Initial conditioning frame ``t``: no memory, SAM heads on the prompts, then memory encoding."""
+    def cond_frames(self, prompts: dict[tuple[int, int], ObjectPrompt], *, across_frames: bool) -> None:
+        """Initial conditioning frames ``{(object, frame): prompt}``: no memory, SAM heads on the prompts,
+        then memory encoding. Objects whose prompts have the same form share one batch; with
+        ``across_frames`` the batch spans frames (and clips), otherwise one frame at a time (the
+        predictor's grouping, kept in eval for bit-exact parity)."""
         model = self.model
-        groups: dict[tuple, list[int]] = {}
-        for o, p in prompts.items():
-            groups.setdefault(p.group_key, []).append(o)
-        top, top_pos = self.feats.top(t, self.device)
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for (o, t), p in sorted(prompts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            key = p.group_key if across_frames else (t, *p.group_key)
+            groups.setdefault(key, []).append((o, t))
         H, W = self.feats.feat_sizes[-1]
-        for key, objs in groups.items():
-            B = len(objs)
-            hr = self._high_res_maps(t, B) or []
+        for entries in groups.values():
+            B = len(entries)
+            top, top_pos = self._top(entries)
+            hr = self._high_res_maps(entries) or []
+            first = prompts[entries[0]]
             points = mask = None
-            if key[0] == "mask":
-                mask = torch.cat([prompts[o].mask for o in objs])
+            if first.mask is not None:
+                mask = torch.cat([prompts[e].mask for e in entries])
             else:
                 points = {
-                    "point_coords": torch.cat([prompts[o].point_coords for o in objs]),
-                    "point_labels": torch.cat([prompts[o].point_labels for o in objs]),
+                    "point_coords": torch.cat([prompts[e].point_coords for e in entries]),
+                    "point_labels": torch.cat([prompts[e].point_labels for e in entries]),
                 }
             if mask is not None and model.use_mask_input_as_output_without_sam:
                 # the mask is the output; the decoder only makes the object pointer (from raw features)
-                pix = top.permute(1, 2, 0).reshape(1, model.hidden_dim, H, W).expand(B, -1, -1, -1)
+                pix = top.permute(1, 2, 0).reshape(B, model.hidden_dim, H, W)
                 sam = self._run(
                     lambda p, m, *h: model._use_mask_as_output(p, list(h) or None, m), pix, mask, *hr
                 )
             else:
                 pix = model._prepare_memory_conditioned_features(
-                    frame_idx=t,
+                    frame_idx=entries[0][1],
                     is_init_cond_frame=True,
                     current_vision_feats=[top],
                     current_vision_pos_embeds=[top_pos],
                     feat_sizes=self.feats.feat_sizes[-1:],
                     output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
                     num_frames=self.num_frames,
-                ).expand(B, -1, -1, -1)
+                )
                 multimask = model._use_multimask(True, points)
                 sam = self._run(
                     lambda p, *h, pts=points, m=mask, mm=multimask: model._forward_sam_heads(
@@ -177,27 +206,28 @@ class _Propagator:
                     pix,
                     *hr,
                 )
-            for i, o in enumerate(objs):
+            for i, (o, t) in enumerate(entries):
                 self._store_result(o, t, tuple(x[i : i + 1] for x in sam))
-            self._encode(t, objs, sam, cond=True, from_points=points is not None)
+            self._encode(entries, sam, cond=True, from_points=points is not None)
 
     # ---------------------------------------------------------------- tracking frames
-    def track_frame(self, t: int, objs: list[int], reverse: bool) -> None:
-        """Non-conditioning frame ``t`` for ``objs``: memory attention, SAM heads, memory encoding."""
-        groups: dict[tuple[int, int], list[tuple[int, list, list]]] = {}
-        for o in objs:
+    def track(self, entries: list[tuple[int, int, bool]]) -> None:
+        """Non-conditioning frames ``(object, frame, in_reverse)``: memory attention, SAM heads, memory
+        encoding; objects whose memories have the same layout share one batch."""
+        groups: dict[tuple[int, int], list[tuple[int, int, list, list]]] = {}
+        for o, t, reverse in entries:
             spatial, ptrs = self._select(o, t, reverse)
-            groups.setdefault((len(spatial), len(ptrs)), []).append((o, spatial, ptrs))
-        top, top_pos = self.feats.top(t, self.device)
+            groups.setdefault((len(spatial), len(ptrs)), []).append((o, t, spatial, ptrs))
         for members in groups.values():
-            group_objs = [m[0] for m in members]
-            B = len(group_objs)
+            group = [(m[0], m[1]) for m in members]
+            B = len(group)
             if self.model.num_maskmem == 0:
                 memory = memory_pos = None
                 n_ptr = 0
             else:
-                memory, memory_pos, n_ptr = self._assemble(t, members)
-            hr = self._high_res_maps(t, B)
+                memory, memory_pos, n_ptr = self._assemble(members)
+            top, top_pos = self._top(group)
+            hr = self._high_res_maps(group)
             sam = self._run(
                 lambda *a, n=n_ptr, b=B: self._track_group(*a, batch=b, num_ptr_tokens=n),
                 top,
@@ -206,9 +236,9 @@ class _Propagator:
                 memory_pos,
                 *(hr or []),
             )
-            for i, o in enumerate(group_objs):
+            for i, (o, t) in enumerate(group):
                 self._store_result(o, t, tuple(x[i : i + 1] for x in sam))
-            self._encode(t, group_objs, sam, cond=False, from_points=False)
+            self._encode(group, sam, cond=False, from_points=False)
 
     def _track_group(
         self,
@@ -225,11 +255,11 @@ class _Propagator:
         H, W = self.feats.feat_sizes[-1]
         C, B = model.hidden_dim, batch
         if memory is None:  # num_maskmem == 0: SAM on single images
-            pix = top.permute(1, 2, 0).reshape(1, C, H, W).expand(B, -1, -1, -1)
+            pix = top.permute(1, 2, 0).reshape(B, C, H, W)
         else:
             pix = model.memory_attention(
-                curr=[top.expand(-1, B, -1)],
-                curr_pos=[top_pos.expand(-1, B, -1)],
+                curr=[top],
+                curr_pos=[top_pos],
                 memory=memory,
                 memory_pos=memory_pos,
                 num_obj_ptr_tokens=num_ptr_tokens,
@@ -277,7 +307,7 @@ class _Propagator:
                     ptrs.append((dt, mem))
         return spatial, ptrs
 
-    def _assemble(self, t: int, members: list[tuple[int, list, list]]) -> tuple[Tensor, Tensor, int]:
+    def _assemble(self, members: list[tuple[int, int, list, list]]) -> tuple[Tensor, Tensor, int]:
         """Memory tokens ``[L, B, Cm]`` and their position encodings for a group of objects."""
         model = self.model
         C, Cm = model.hidden_dim, model.mem_dim
@@ -286,7 +316,7 @@ class _Propagator:
         mem_pos = self.mem_pos.to(self.device).flatten(2).permute(2, 0, 1)  # [hw, 1, Cm]
         memories, positions = [], []
         n_ptr_tokens = 0
-        for _, spatial, ptrs in members:
+        for _, _, spatial, ptrs in members:
             toks, pos = [], []
             for t_pos, m in spatial:
                 dtype = torch.promote_types(m.maskmem.dtype, m.obj_ptr.dtype)
@@ -313,12 +343,13 @@ class _Propagator:
 
     # ---------------------------------------------------------------- memory encoding and results
     def _encode(
-        self, t: int, objs: list[int], sam: tuple[Tensor, ...], *, cond: bool, from_points: bool
+        self, entries: list[tuple[int, int]], sam: tuple[Tensor, ...], *, cond: bool, from_points: bool
     ) -> None:
         model = self.model
         _, _, _, low_res, high_res, obj_ptr, scores = sam
+        n = len(entries)
         if model.num_maskmem == 0:
-            maskmem = torch.zeros(len(objs), 1, 1, 1, device=self.device)
+            maskmem = torch.zeros(n, 1, 1, 1, device=self.device)
         else:
             if cond and not self.train:
                 # the predictor encodes a prompted frame's memory from its stored low-res logits
@@ -327,12 +358,18 @@ class _Propagator:
                     low_res, size=(model.image_size,) * 2, mode="bilinear", align_corners=False
                 )
                 from_points = True
-            top, _ = self.feats.top(t, self.device)
-            if model.non_overlap_masks_for_mem_enc and not model.training and len(objs) > 1:
+            top, _ = self._top(entries)
+            if model.non_overlap_masks_for_mem_enc and not model.training and n > 1:
                 # the predictor encodes objects one by one, so its non-overlap rule never applies
                 parts = [
-                    self._run(self._encode_memory, top, high_res[i : i + 1], scores[i : i + 1], from_points)
-                    for i in range(len(objs))
+                    self._run(
+                        self._encode_memory,
+                        top[:, i : i + 1],
+                        high_res[i : i + 1],
+                        scores[i : i + 1],
+                        from_points,
+                    )
+                    for i in range(n)
                 ]
                 maskmem = torch.cat([p[0] for p in parts])
                 pos = parts[0][1]
@@ -343,7 +380,7 @@ class _Propagator:
             if not self.train:
                 maskmem = maskmem.to(torch.bfloat16)  # as the predictor stores it
             maskmem = maskmem.to(self.storage, non_blocking=True)
-        for i, o in enumerate(objs):
+        for i, (o, t) in enumerate(entries):
             memory = _Memory(maskmem=maskmem[i : i + 1], obj_ptr=obj_ptr[i : i + 1])
             if cond:
                 self.banks[o].cond[t] = memory
@@ -353,9 +390,8 @@ class _Propagator:
     def _encode_memory(
         self, top: Tensor, high_res: Tensor, scores: Tensor, from_points: bool
     ) -> tuple[Tensor, Tensor]:
-        B = high_res.shape[0]
         maskmem, pos = self.model._encode_new_memory(
-            current_vision_feats=[top.expand(-1, B, -1)],
+            current_vision_feats=[top],
             feat_sizes=self.feats.feat_sizes[-1:],
             pred_masks_high_res=high_res,
             object_score_logits=scores,
@@ -371,8 +407,8 @@ class _Propagator:
             low_res, ious, score = (x.to(self.storage, non_blocking=True) for x in (low_res, ious, score))
         self.results[o][t] = _Result(multimasks=multimasks, ious=ious, low_res=low_res, score=score)
 
-    def prune(self, t: int, start: int) -> None:
-        """Eval: drop non-conditioning memories that no frame still to come can attend to.
+    def prune(self, o: int, t: int, start: int) -> None:
+        """Eval: drop object ``o``'s non-conditioning memories that no frame still to come can attend to.
 
         A frame attends to at most ``num_maskmem * stride + 2`` frames back (spatial memories) and
         ``max_obj_ptrs_in_encoder`` frames back (pointers); a reverse pass after a forward pass starts
@@ -380,16 +416,16 @@ class _Propagator:
         """
         m = self.model
         window = max(m.num_maskmem * max(m.memory_temporal_stride_for_eval, 1) + 2, m.max_obj_ptrs_in_encoder)
-        for bank in self.banks:
-            for f in [f for f in bank.non_cond if abs(f - t) > window and abs(f - start) > window]:
-                del bank.non_cond[f]
+        bank = self.banks[o]
+        for f in [f for f in bank.non_cond if abs(f - t) > window and abs(f - start) > window]:
+            del bank.non_cond[f]
 
     def output(
-        self, *, return_logits: bool, return_multimask: bool, output_device: torch.device
+        self, objects: list[int], *, return_logits: bool, return_multimask: bool, output_device: torch.device
     ) -> PropagationOutput:
-        T, n = self.num_frames, self.num_objects
+        T, n = self.num_frames, len(objects)
         s = self.model.image_size // 4
-        ref = next(r for rs in self.results for r in rs.values())
+        ref = next(r for o in objects for r in self.results[o].values())
         kw = {"device": ref.low_res.device}
         miss_mask = torch.full((1, 1, s, s), NO_OBJ_SCORE, dtype=ref.low_res.dtype, **kw)
         miss_multi = miss_mask.expand(1, NUM_MULTIMASK, s, s)
@@ -400,18 +436,18 @@ class _Propagator:
         valid = torch.zeros(T, n, dtype=torch.bool)
         cond = torch.zeros(T, n, dtype=torch.bool)
         for t in range(T):
-            for o in range(n):
+            for j, o in enumerate(objects):
                 r = self.results[o].get(t)
-                cond[t, o] = t in self.banks[o].cond
+                cond[t, j] = t in self.banks[o].cond
                 if r is None:
                     low.append(miss_mask)
                     multi.append(miss_multi)
                     ious.append(miss_iou)
                     scores.append(miss_score)
                     continue
-                valid[t, o] = True
+                valid[t, j] = True
                 m = r.multimasks.shape[1]
-                num_masks[t, o] = m
+                num_masks[t, j] = m
                 low.append(r.low_res)
                 scores.append(r.score)
                 rep = NUM_MULTIMASK // m if NUM_MULTIMASK % m == 0 else 1
@@ -498,7 +534,8 @@ def propagate(
         chunk: frames per image-encoder call when ``frames`` are images.
         offload: keep frame features, memories and outputs on the CPU (memory flat in T).
         activation_checkpointing: recompute each frame's memory attention, SAM heads and memory
-            encoder in the backward pass (train only).
+            encoder in the backward pass (train only). The image encoder's blocks are checkpointed by
+            :func:`sam2_train.set_activation_checkpointing` on the model.
         return_logits: also return ``[T, O, S, S]`` upsampled logits.
         return_multimask: return all decoder candidates (default: ``train``).
 
@@ -508,54 +545,139 @@ def propagate(
     Raises:
         ValueError: bad shapes, frame indices out of range, or an object without any prompt.
     """
+    if isinstance(frames, Tensor) and frames.dim() == 4:
+        frames = frames[None]
+    return propagate_clips(
+        model,
+        frames,
+        [prompts],
+        [num_objects],
+        start_frames=None if start_frame is None else [start_frame],
+        reverse=reverse,
+        both_directions=both_directions,
+        train=train,
+        chunk=chunk,
+        offload=offload,
+        activation_checkpointing=activation_checkpointing,
+        return_logits=return_logits,
+        return_multimask=return_multimask,
+    )[0]
+
+
+def propagate_clips(
+    model: torch.nn.Module,
+    frames: Tensor | FrameFeatures,
+    prompts: Sequence[Mapping[int, FramePrompts]],
+    num_objects: Sequence[int],
+    *,
+    start_frames: Sequence[int] | None = None,
+    reverse: bool = False,
+    both_directions: bool = False,
+    train: bool | None = None,
+    chunk: int = 8,
+    offload: bool = False,
+    activation_checkpointing: bool = False,
+    return_logits: bool = True,
+    return_multimask: bool | None = None,
+) -> list[PropagationOutput]:
+    """:func:`propagate` for V clips of T frames at once: one image-encoder pass over all V*T frames,
+    and on every step the objects of all clips that have the same memory layout share one batch through
+    the memory attention, the SAM heads and the memory encoder. Each clip runs its own order (from its
+    own start frame) in lockstep with the others; objects never see another clip's frames or memories,
+    so every clip's output equals ``propagate`` on that clip alone.
+
+    Args:
+        frames: ``[V, T, 3, S, S]`` images, or :class:`FrameFeatures` of the V*T frames (clip-major).
+        prompts: per clip ``{frame: FramePrompts}``.
+        num_objects: per clip its O (>= 1).
+        start_frames: per clip the first frame visited (default: its earliest prompted frame).
+        Other arguments: as :func:`propagate`.
+
+    Returns:
+        One :class:`PropagationOutput` per clip.
+    """
     train = model.training if train is None else bool(train)
     if return_multimask is None:
         return_multimask = train
-    if num_objects < 1:
-        raise ValueError(f"num_objects={num_objects} must be >= 1")
+    V = len(prompts)
+    if len(num_objects) != V or V < 1:
+        raise ValueError(f"{V} clips of prompts but num_objects has {len(num_objects)} entries")
+    for v, n in enumerate(num_objects):
+        if n < 1:
+            raise ValueError(f"num_objects={n} must be >= 1 (clip {v})")
     with torch.set_grad_enabled(train and torch.is_grad_enabled()):
-        feats = (
-            frames
-            if isinstance(frames, FrameFeatures)
-            else encode_frames(model, frames, chunk=chunk, offload=offload)
-        )
-        T = feats.num_frames
+        if isinstance(frames, FrameFeatures):
+            feats = frames
+            if feats.num_frames % V:
+                raise ValueError(f"{feats.num_frames} frames of features do not split into {V} clips")
+            T = feats.num_frames // V
+        else:
+            if frames.dim() != 5 or frames.shape[0] != V:
+                raise ValueError(f"frames must be [{V}, T, 3, S, S] for {V} clips, got {tuple(frames.shape)}")
+            T = frames.shape[1]
+            feats = encode_frames(model, frames.flatten(0, 1), chunk=chunk, offload=offload)
         device = model.device
-        resolved: dict[int, dict[int, ObjectPrompt]] = {}
-        for t in sorted(prompts):
-            if not 0 <= t < T:
-                raise ValueError(f"prompt on frame {t} is outside the volume of {T} frames")
-            per_obj = resolve_frame_prompts(prompts[t], num_objects, model.image_size, device)
-            if per_obj:
-                resolved[t] = per_obj
-        missing = sorted(set(range(num_objects)) - {o for p in resolved.values() for o in p})
-        if missing:
-            raise ValueError(f"objects {missing} have no prompt on any frame (of {num_objects} objects)")
-        if start_frame is None:
-            start_frame = min(resolved)
-        if not 0 <= start_frame < T:
-            raise ValueError(f"start_frame={start_frame} is outside the volume of {T} frames")
+        obj_video: list[int] = []
+        cond_prompts: dict[tuple[int, int], ObjectPrompt] = {}
+        orders: list[list[tuple[int, bool]]] = []
+        starts: list[int] = []
+        for v in range(V):
+            base, n = len(obj_video), int(num_objects[v])
+            obj_video += [v] * n
+            prompted: set[int] = set()
+            for t in sorted(prompts[v]):
+                if not 0 <= t < T:
+                    raise ValueError(f"prompt on frame {t} is outside the volume of {T} frames")
+                per_obj = resolve_frame_prompts(prompts[v][t], n, model.image_size, device)
+                for o, p in per_obj.items():
+                    cond_prompts[(base + o, t)] = p
+                if per_obj:
+                    prompted.add(t)
+            seen = {o - base for (o, _t) in cond_prompts if base <= o < base + n}
+            missing = sorted(set(range(n)) - seen)
+            if missing:
+                where = f" in clip {v}" if V > 1 else ""
+                raise ValueError(f"objects {missing} have no prompt on any frame (of {n} objects){where}")
+            start = min(prompted) if start_frames is None else int(start_frames[v])
+            if not 0 <= start < T:
+                raise ValueError(f"start_frame={start} is outside the volume of {T} frames")
+            starts.append(start)
+            orders.append(processing_order(T, start, reverse=reverse, both_directions=both_directions))
 
         state = _Propagator(
             model,
             feats,
-            num_objects,
+            obj_video,
+            T,
             train=train,
             offload=offload,
             activation_checkpointing=activation_checkpointing,
             keep_multimask=return_multimask,
         )
-        for t, per_obj in resolved.items():
-            state.cond_frame(t, per_obj)
-        for t, in_reverse in processing_order(
-            T, start_frame, reverse=reverse, both_directions=both_directions
-        ):
-            todo = [o for o in range(num_objects) if t not in state.banks[o].cond]
-            if todo:
-                state.track_frame(t, todo, in_reverse)
+        state.cond_frames(cond_prompts, across_frames=train)
+        for k in range(max((len(order) for order in orders), default=0)):
+            entries = [
+                (o, *orders[v][k])
+                for o, v in enumerate(obj_video)
+                if k < len(orders[v]) and orders[v][k][0] not in state.banks[o].cond
+            ]
+            if entries:
+                state.track(entries)
             if not train:
-                state.prune(t, start_frame)
+                for o, v in enumerate(obj_video):
+                    if k < len(orders[v]):
+                        state.prune(o, orders[v][k][0], starts[v])
         out_device = torch.device("cpu") if offload else device
-        return state.output(
-            return_logits=return_logits, return_multimask=return_multimask, output_device=out_device
-        )
+        outputs, base = [], 0
+        for n in num_objects:
+            objects = list(range(base, base + int(n)))
+            base += int(n)
+            outputs.append(
+                state.output(
+                    objects,
+                    return_logits=return_logits,
+                    return_multimask=return_multimask,
+                    output_device=out_device,
+                )
+            )
+        return outputs

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from tqdm import tqdm
 
-from func_3d.propagate import propagate
+from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
 from medseg.context import seed_augment
 from medseg.metrics import MetricAccumulator
@@ -23,10 +23,11 @@ from medseg.viz import panel_grid, save_png
 
 @dataclass
 class ClipBatch:
-    """B clips of T slices. images [B,T,3,S,S]; masks [B,T,O_b,S,S] as a list (O varies per clip);
-    prompts: per clip ``{frame: FramePrompts}``; obj_ids: per clip the label id of each object."""
+    """B clips of slices. images: per clip ``[T_b,3,S,S]`` (T_b < video_length only for volumes shorter
+    than a clip); masks: per clip ``[T_b,O_b,S,S]`` (O varies per clip); prompts: per clip
+    ``{frame: FramePrompts}``; obj_ids: per clip the label id of each object."""
 
-    images: torch.Tensor
+    images: list[torch.Tensor]
     masks: list[torch.Tensor]
     prompts: list[dict]
     obj_ids: list[list[int]]
@@ -38,9 +39,18 @@ class ClipBatch:
             return type(fp)(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
 
         return ClipBatch(
-            self.images.to(device),
-            [m.to(device) for m in self.masks],
+            [x.to(device, non_blocking=True) for x in self.images],
+            [m.to(device, non_blocking=True) for m in self.masks],
             [{t: mv(fp) for t, fp in p.items()} for p in self.prompts],
+            self.obj_ids,
+            self.case_ids,
+        )
+
+    def pin_memory(self):
+        return ClipBatch(
+            [x.pin_memory() for x in self.images],
+            [m.pin_memory() for m in self.masks],
+            self.prompts,
             self.obj_ids,
             self.case_ids,
         )
@@ -102,7 +112,7 @@ class ClipSamples:
 
 def collate_clips(samples: list[dict]) -> ClipBatch:
     return ClipBatch(
-        torch.stack([s["image"] for s in samples]),
+        [s["image"] for s in samples],
         [s["masks"] for s in samples],
         [s["prompts"] for s in samples],
         [s["obj_ids"] for s in samples],
@@ -121,35 +131,42 @@ class SAM2VideoTask:
         )
         self.collate = collate_clips
         self.checkpointing = bool(cfg.trainer.get("activation_checkpointing", False))
+        self.batch_clips = bool(cfg.func_3d.get("batch_clips", True))
+        self.encoder_chunk = int(cfg.func_3d.get("encoder_chunk", 32))
 
     def training_step(self, model, batch: ClipBatch) -> dict:
-        """Loss over every frame and object of every clip (clips run one after another; objects batched)."""
-        S = batch.images.shape[-1]
+        """Loss over every frame and object of every clip. With ``func_3d.batch_clips`` the clips of the
+        batch (those of equal length) run as one propagation: one image-encoder pass over all their
+        frames and, on each step, all objects of all clips batched; otherwise clip after clip."""
+        S = batch.images[0].shape[-1]
+        todo = [b for b in range(len(batch.images)) if batch.obj_ids[b]]
+        if not todo:
+            return {"loss": sum(x.sum() for x in batch.images) * 0.0}
+        groups: dict[int, list[int]] = {}
+        for b in todo:
+            key = batch.images[b].shape[0] if self.batch_clips else -1 - b
+            groups.setdefault(key, []).append(b)
         logits, targets, ious, scores = [], [], [], []
-        for b in range(batch.images.shape[0]):
-            O = len(batch.obj_ids[b])
-            if O == 0:
-                continue
-            out = propagate(
+        for members in groups.values():
+            outs = propagate_clips(
                 model,
-                batch.images[b],
-                batch.prompts[b],
-                O,
+                torch.stack([batch.images[b] for b in members]),
+                [batch.prompts[b] for b in members],
+                [len(batch.obj_ids[b]) for b in members],
                 both_directions=True,
                 train=True,
+                chunk=self.encoder_chunk,
                 activation_checkpointing=self.checkpointing,
                 return_logits=False,
                 return_multimask=True,
             )
-            v = out.valid  # [T,O]
-            mm = out.multimask_logits[v]  # [N,M,s,s]
-            logits.append(F.interpolate(mm, size=(S, S), mode="bilinear", align_corners=False))
-            targets.append(batch.masks[b][v])
-            ious.append(out.ious[v])
-            scores.append(out.object_score_logits[v])
-        if not logits:
-            zero = batch.images.sum() * 0.0
-            return {"loss": zero}
+            for b, out in zip(members, outs):
+                v = out.valid  # [T,O]
+                mm = out.multimask_logits[v]  # [N,M,s,s]
+                logits.append(F.interpolate(mm, size=(S, S), mode="bilinear", align_corners=False))
+                targets.append(batch.masks[b][v])
+                ious.append(out.ious[v])
+                scores.append(out.object_score_logits[v])
         return self.loss_fn(
             torch.cat(logits), torch.cat(targets), iou_pred=torch.cat(ious), obj_score=torch.cat(scores)
         )

@@ -41,8 +41,12 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
         raise
     if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
         return model
+    from sam2_train.activation import set_activation_checkpointing
     from sam2_train.trainable import trainable_table
 
+    if bool(cfg.trainer.get("activation_checkpointing", False)) and cfg.get("train", True):
+        n = set_activation_checkpointing(model, True)
+        log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
     table = trainable_table(model)
     log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
     return model.to(device)

@@ -15,7 +15,16 @@ from medseg.prompts import PromptConfig, object_prompt
 
 def _to(obj: Any, device: torch.device | str) -> Any:
     kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
-    return type(obj)(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+    return type(obj)(
+        **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    )
+
+
+def _pin(obj: Any) -> Any:
+    """Page-locked copy of a batch's tensors (DataLoader ``pin_memory=True`` calls ``batch.pin_memory()``),
+    so the copy to the GPU can overlap compute."""
+    kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return type(obj)(**{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
 
 
 @dataclass
@@ -42,6 +51,9 @@ class ImageBatch:
     def to(self, device: torch.device | str) -> ImageBatch:
         return _to(self, device)
 
+    def pin_memory(self) -> ImageBatch:
+        return _pin(self)
+
 
 @dataclass
 class VideoBatch:
@@ -60,6 +72,9 @@ class VideoBatch:
 
     def to(self, device: torch.device | str) -> VideoBatch:
         return _to(self, device)
+
+    def pin_memory(self) -> VideoBatch:
+        return _pin(self)
 
 
 def _squeeze_2d(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:

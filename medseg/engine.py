@@ -275,9 +275,11 @@ class Engine:
                 disable=not (self.dist.is_main and self.t.progress_bar),
             )
             t_wait = time.perf_counter()
+            t_epoch = t_wait
             wait = 0.0
             for batch in bar:
-                wait += time.perf_counter() - t_wait
+                step_wait = time.perf_counter() - t_wait
+                wait += step_wait
                 batch = batch.to(self.device)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     parts = self.task.training_step(self.model, batch)
@@ -294,6 +296,7 @@ class Engine:
                             self.writer.add_scalar(f"train/{k}", float(v.detach()), self.step)
                         for g in self.optimizer.param_groups:
                             self.writer.add_scalar(f"lr/{g.get('name', 'default')}", g["lr"], self.step)
+                        self.writer.add_scalar("perf/loader_wait_s", step_wait, self.step)
                     if max_steps and self.step >= max_steps:
                         break
                 bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
@@ -304,6 +307,7 @@ class Engine:
             row.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["loader_wait_s"] = wait
+            row["loader_wait_frac"] = wait / max(time.perf_counter() - t_epoch, 1e-9)
             if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
                 row.update(self._validate())
             row["time_s"] = time.time() - start

@@ -179,6 +179,50 @@ def test_eval_memory_pruning_is_exact(model, monkeypatch):
     prompts = {8: FramePrompts(boxes=torch.tensor([[8.0, 14.0, 30.0, 38.0], [30.0, 28.0, 58.0, 52.0]]))}
     pruned = propagate(model, long, prompts, N_OBJ, both_directions=True)
     engine = sys.modules["func_3d.propagate"]  # the package attribute is the function of that name
-    monkeypatch.setattr(engine._Propagator, "prune", lambda self, t, start: None)
+    monkeypatch.setattr(engine._Propagator, "prune", lambda self, o, t, start: None)
     kept = propagate(model, long, prompts, N_OBJ, both_directions=True)
     assert pruned.valid.all() and torch.equal(pruned.logits, kept.logits)
+
+
+def _clip_prompts():
+    """Two clips: clip A has 2 objects prompted on frames 1 and 3 (start 1); clip B has 1 object
+    prompted by a box on its first frame (start 0, so no reverse pass): different orders and layouts."""
+    a = box_prompts(frame=1)
+    b = {0: FramePrompts(boxes=torch.tensor([[30.0, 28.0, 58.0, 52.0]]))}
+    return a, b
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_batched_clips_equal_clips_one_by_one(model, volume, train):
+    """propagate_clips on 2 clips == propagate on each clip alone (masks, scores, IoUs, validity)."""
+    from func_3d import propagate_clips
+
+    model.eval()  # no dropout; ``train`` picks SAM2Train vs predictor semantics
+    other = synthetic_volume(T, S, seed=5).flip(-1)
+    a, b = _clip_prompts()
+    kw = {"both_directions": True, "train": train, "return_multimask": True}
+    with torch.no_grad():
+        batched = propagate_clips(model, torch.stack([volume, other]), [a, b], [N_OBJ, 1], **kw)
+        alone = [propagate(model, volume, a, N_OBJ, **kw), propagate(model, other, b, 1, **kw)]
+    assert len(batched) == 2
+    for got, ref in zip(batched, alone):
+        assert torch.equal(got.valid, ref.valid) and torch.equal(got.cond, ref.cond)
+        assert got.logits.shape == ref.logits.shape
+        assert (got.logits - ref.logits).abs().max() <= 1e-4
+        assert (got.multimask_logits - ref.multimask_logits).abs().max() <= 1e-4
+        assert (got.ious - ref.ious).abs().max() <= 1e-5
+    assert batched[1].valid.all()  # clip B: start 0, forward pass covers every frame
+
+
+def test_batched_clips_errors_name_the_clip(model, volume):
+    from func_3d import propagate_clips
+
+    model.eval()
+    a, _ = _clip_prompts()
+    half = {0: FramePrompts(boxes=torch.tensor([[8.0, 14.0, 30.0, 38.0], [math.nan] * 4]))}
+    with pytest.raises(ValueError, match=r"objects \[1\] have no prompt .* in clip 1"):
+        propagate_clips(model, torch.stack([volume, volume]), [a, half], [N_OBJ, 2])
+    with pytest.raises(ValueError, match=r"2 clips of prompts but num_objects has 1"):
+        propagate_clips(model, torch.stack([volume, volume]), [a, half], [N_OBJ])
+    with pytest.raises(ValueError, match=r"frames must be \[2, T, 3, S, S\]"):
+        propagate_clips(model, volume, [a, half], [N_OBJ, 2])

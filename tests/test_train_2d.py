@@ -95,7 +95,7 @@ def test_resume_is_exact(data_root, tmp_path):
     init = _weights(part / "checkpoint_last.pth")
     assert any(not torch.equal(a[k], init[k]) for k in a), "second epoch changed nothing"
     ra, rb = _rows(full / "metrics.csv"), _rows(resumed / "metrics.csv")
-    drop = {"time_s", "loader_wait_s"}
+    drop = {"time_s", "loader_wait_s", "loader_wait_frac"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in ra] == [
         {k: v for k, v in r.items() if k not in drop} for r in rb
     ]
@@ -169,7 +169,9 @@ def test_failed_checkpoint_write_is_one_error_and_keeps_previous(tmp_path, monke
 
     def full_disk(obj, f):
         f.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file"
+        )
 
     monkeypatch.setattr(runtime.torch, "save", full_disk)
     with pytest.raises(OSError, match=r"checkpoint_last\.pth: could not write .*GiB free.*untouched"):

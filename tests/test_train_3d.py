@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,7 +122,7 @@ def test_resume_is_exact(data_root, tmp_path):
         "second epoch did not change the memory attention"
     )
     ra, rb = _rows(full / "metrics.csv"), _rows(resumed / "metrics.csv")
-    drop = {"time_s", "loader_wait_s"}
+    drop = {"time_s", "loader_wait_s", "loader_wait_frac"}
     assert len(ra) == 2
     assert [{k: v for k, v in r.items() if k not in drop} for r in ra] == [
         {k: v for k, v in r.items() if k not in drop} for r in rb
@@ -202,3 +203,80 @@ def test_overfit_two_volumes(tmp_path):
     dice = [float(r["val/dice"]) for r in _rows(out / "metrics.csv") if r.get("val/dice")]
     assert len(dice) == 4 and dice[0] < 0.5, dice  # untrained, then after 10, 20 and 30 steps
     assert max(dice[1:]) > 0.7, dice  # reached 0.77 after 10 steps when written (lr 1e-3, 64 px)
+
+
+def _clip_batch_and_task(data_root, tmp_path, overrides):
+    from hydra.utils import instantiate
+
+    from medseg.context import prepare_data
+    from sam2_train import build_sam2_model
+    from tests.conftest import SMALL, compose_cfg
+
+    cfg = compose_cfg(
+        "train_3d",
+        [*SMALL, f"dataset.root={data_root / 'nnunet'}", "func_3d.video_length=4", *overrides],
+        tmp_path,
+    )
+    ctx = prepare_data(cfg, tmp_path, mode="3d")
+    task = instantiate(cfg.model.task_3d)(cfg=cfg, ctx=ctx)
+    rng = np.random.default_rng(3)
+    batch = task.collate([task.train_dataset.get(i, rng) for i in range(len(task.train_dataset))])
+    torch.manual_seed(0)
+    model = build_sam2_model("sam2.1_hiera_t", image_size=64)
+    with torch.no_grad():  # objects present, so masks and their gradients are not constant
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(3.0)
+    return task, batch, model.eval()  # eval modules: no dropout, so both runs draw nothing random
+
+
+def _loss_and_grads(task, model, batch):
+    model.zero_grad(set_to_none=True)
+    parts = task.training_step(model, batch)
+    parts["loss"].backward()
+    return float(parts["loss"].detach()), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }
+
+
+def test_batched_clips_step_equals_clip_by_clip(data_root, tmp_path):
+    """func_3d.batch_clips=true (one propagation for all clips) and false (one per clip): same loss and
+    gradients (1e-4 of each tensor's largest entry + 1e-6 of the largest gradient overall: batched
+    matmuls sum in another order, and some parameters get gradients of ~1e-10, pure rounding)."""
+    task, batch, model = _clip_batch_and_task(data_root, tmp_path, [])
+    assert len(batch.images) >= 2 and task.batch_clips
+    assert len({len(ids) for ids in batch.obj_ids}) >= 1
+    loss_b, grads_b = _loss_and_grads(task, model, batch)
+    task.batch_clips = False
+    loss_s, grads_s = _loss_and_grads(task, model, batch)
+    assert loss_b == pytest.approx(loss_s, rel=1e-5)
+    assert grads_b.keys() == grads_s.keys() and len(grads_b) > 100
+    top = max(g.abs().max().item() for g in grads_s.values())
+    for n, g in grads_s.items():
+        scale = g.abs().max().item()
+        assert (grads_b[n] - g).abs().max().item() <= 1e-4 * scale + 1e-6 * top, n
+
+
+def test_encoder_activation_checkpointing_gives_equal_gradients(data_root, tmp_path):
+    """Checkpointed Hiera blocks: same loss and gradients (relative 1e-5), same state-dict keys, and
+    fewer tensors saved for the backward pass."""
+    from sam2_train import set_activation_checkpointing
+
+    task, batch, model = _clip_batch_and_task(data_root, tmp_path, [])
+    keys = list(model.state_dict())
+
+    def run():
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x.numel()) or x, lambda x: x):
+            loss, grads = _loss_and_grads(task, model, batch)
+        return loss, grads, sum(saved)
+
+    loss_a, grads_a, saved_a = run()
+    assert set_activation_checkpointing(model, True) == 12  # Hiera-T has 12 blocks
+    loss_b, grads_b, saved_b = run()
+    set_activation_checkpointing(model, False)
+    assert list(model.state_dict()) == keys
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    top = max(g.abs().max().item() for g in grads_a.values())
+    for n, g in grads_a.items():
+        assert (grads_b[n] - g).abs().max().item() <= 1e-5 * g.abs().max().item() + 1e-7 * top, n
+    assert saved_b < 0.7 * saved_a, (saved_a, saved_b)
