@@ -131,6 +131,10 @@ def prepare_data(
     if not OmegaConf.select(cfg, "dataset.root"):
         raise ValueError("dataset.root is not set: give dataset.root=DIR (the folder of your dataset)")
     dataset = build_dataset(cfg.dataset)
+    cache = cfg.get("data_cache")
+    if cache and cache.get("dir") and int(cfg.dataset.get("dim", 2)) == 3:
+        dataset.enable_cache(cache.dir, str(cache.get("dtype", "float32")))
+        log.info("decoded volumes cached in %s", cache.dir)
     path = splits_path or out_dir / "splits.json"
     splits = resolve_splits(dataset, cfg.dataset.get("split"), path if dist_info.is_main else None)
     image_size = int(cfg.model.image_size)

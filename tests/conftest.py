@@ -3,7 +3,10 @@ in the real on-disk layouts (written once per session)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,10 @@ CONF = ROOT / "conf"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the volume cache of the runs in the tests (and their subprocesses) lives in a temporary folder
+if "SAM2_MEDICAL_CACHE" not in os.environ:
+    os.environ["SAM2_MEDICAL_CACHE"] = tempfile.mkdtemp(prefix="sam2-medical-cache-")
+    atexit.register(shutil.rmtree, os.environ["SAM2_MEDICAL_CACHE"], True)
 
 SMALL = [
     "model.image_size=64",

@@ -115,6 +115,7 @@ class CaseDataset:
         self._native: dict[str, str | None] = {}
         self._selected: list[str] | None = None
         self.default_label_names: dict[int, str] = {}
+        self.cache = None  # medseg.cache.VolumeCache, set by enable_cache
 
     # ---------------------------------------------------------------- subclass helpers
     def _problem(self, message: str) -> None:
@@ -175,9 +176,21 @@ class CaseDataset:
         base.update(self._label_names_cfg)
         return base
 
+    def enable_cache(self, folder: str | Path, dtype: str = "float32") -> None:
+        """Keep decoded cases as memory-mapped ``.npy`` files in ``folder`` (see :mod:`medseg.cache`)."""
+        from medseg.cache import VolumeCache
+
+        self.cache = VolumeCache(folder, dtype)
+
     def load_case(self, case_id: str, *, raw: bool = False) -> dict:
-        """Read one case (raw dict, see module docstring); ``raw=True`` skips the label remapping."""
+        """Read one case (raw dict, see module docstring); ``raw=True`` skips the label remapping and
+        the cache. With :meth:`enable_cache` the arrays are memory-mapped from the cache."""
         self._check_ids([case_id])
+        if self.cache is not None and not raw:
+            return self.cache.load(self, case_id, lambda: self._read_case(case_id))
+        return self._read_case(case_id, raw=raw)
+
+    def _read_case(self, case_id: str, *, raw: bool = False) -> dict:
         case = self._load(case_id)
         case.setdefault("case_id", case_id)
         if raw:
