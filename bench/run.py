@@ -477,19 +477,11 @@ def merge_clips(clips):
 
 
 def saved_activation_mb(fn, model) -> float:
-    """MB of tensors autograd saves for the backward pass during ``fn()`` (parameters excluded; a tensor
-    saved by several ops is counted each time, the same way for every variant compared)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    total = [0]
+    """MB of the distinct storages autograd keeps for the backward pass during ``fn()`` (parameters
+    excluded; inputs kept by checkpointed regions included): bench/activations.py."""
+    from activations import saved_bytes
 
-    def pack(x):
-        if x.untyped_storage().data_ptr() not in params:
-            total[0] += x.numel() * x.element_size()
-        return x
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        fn()
-    return total[0] / 2**20
+    return saved_bytes(fn, model, flash_like=False) / 2**20
 
 
 def bench_clips_3d(S: int, B: int, device, warmup: int, repeats: int) -> dict:
@@ -1139,8 +1131,9 @@ def render(r: dict) -> str:
             "needs a GPU run.",
             f"- Activation checkpointing (image-encoder blocks + memory attention/heads/memory encoder): saved "
             f"activations {_f(100 * c['ckpt_activation_ratio'], 1)}% of the plain step, for "
-            f"{_f(c['ckpt_time_ratio'], 2)}× the time. *Saved activations* = bytes of the tensors autograd keeps "
-            "for the backward pass (parameters excluded), measured with `torch.autograd.graph.saved_tensors_hooks`.",
+            f"{_f(c['ckpt_time_ratio'], 2)}× the time. *Saved activations* = bytes of the distinct storages "
+            "autograd keeps for the backward pass (parameters excluded, the inputs that checkpointed regions keep "
+            "included), measured with `torch.autograd.graph.saved_tensors_hooks` (bench/activations.py).",
             f"- Peak GPU memory: {'not measured (CPU run)' if not c.get('peak_memory_mb') else c['peak_memory_mb']}. "
             f"1-minute load average {_f(c['load_avg'], 1)}.",
             "",
@@ -1173,6 +1166,43 @@ def render(r: dict) -> str:
         ]
     else:
         L += ["Not measured.", ""]
+
+    mp_path = Path(__file__).resolve().parent / "memory_presets.json"
+    L += ["## Activation memory per sample and the `trainer=high_memory` table", ""]
+    if mp_path.exists():
+        mp = json.loads(mp_path.read_text())
+        k = mp["max_objects"]
+        L += [
+            f"Counted by `bench/memory_presets.py` on the meta device (shapes only, fp32; bf16 autocast keeps "
+            f"about half): the distinct storages autograd keeps for the backward pass of our real training "
+            f"forward, attention counted as a fused GPU kernel keeps it. 3D: one {mp['frames']}-frame clip "
+            "(`propagate_clips`, train mode, both directions); 2D: one image with one box.",
+            "",
+            f"| Hiera @ px | 3D clip, 1 object (GB) | 3D clip, {k} objects (GB) | 2D image (GB) | high_memory 3D clips | high_memory 2D images |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, row in mp["rows"].items():
+            L.append(
+                f"| {key} | {_f(row['clip_1obj_gb'], 1)} | {_f(row[f'clip_{k}obj_gb'], 1)} | {_f(row['image_gb'], 2)} | "
+                f"{mp['presets']['3d'][key]} | {mp['presets']['2d'][key]} |"
+            )
+        ck = mp["rows"].get("l@1024", {}).get("clip_1obj_checkpointed_gb")
+        L += [
+            "",
+            f"- Anchors (bare Hiera-T on an H100 80 GB, 1 object): {mp['anchors_3d_clips_hiera_t']} clips per image "
+            f"size; 2D {mp['anchor_2d_images_hiera_t']} images. Each entry = floor(anchor × activation(anchor) ÷ "
+            "activation(entry)); the table is `trainer.batch_table` in `conf/trainer/high_memory.yaml`. A sizing "
+            "rule from exact shapes, not a GPU measurement.",
+        ]
+        if ck:
+            L.append(
+                f"- Hiera-L, 8-frame 1024-px clip with `trainer.activation_checkpointing=true`: {_f(ck, 1)} GB of "
+                f"fp32 activations (vs {_f(mp['rows']['l@1024']['clip_1obj_gb'], 1)} GB without), plus about 3.6 GB "
+                "of weights, gradients and AdamW state (224 M parameters × 16 bytes): within the issue's 40 GB."
+            )
+        L.append("")
+    else:
+        L += ["Not measured (run `bench/memory_presets.py`).", ""]
 
     ld = r.get("loader_time_per_step")
     L += ["## Data loading per step", ""]

@@ -18,6 +18,7 @@ from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, seg
 from medseg.context import seed_augment
 from medseg.metrics import MetricAccumulator
 from medseg.prompts import PromptConfig, prompts_3d
+from medseg.transforms import volume_window
 from medseg.viz import panel_grid, save_png
 
 
@@ -69,6 +70,7 @@ class ClipSamples:
         self.prompt_cfg = PromptConfig.from_cfg(cfg.prompt)
         if self.T < 1:
             raise ValueError(f"func_3d.video_length={self.T} must be >= 1")
+        self._windows: dict[int, dict | None] = {}  # whole-volume intensity statistics per case
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -86,7 +88,11 @@ class ClipSamples:
         T = min(self.T, D)
         start = int(np.clip(center - rng.integers(0, T), 0, D - T))
         sl = slice(start, start + T)
-        clip = dict(case, image=np.asarray(case["image"])[sl], label=label[sl])
+        if i not in self._windows:
+            self._windows[i] = volume_window(case["image"], self.transform.intensity)
+        clip = dict(
+            case, image=np.asarray(case["image"])[sl], label=label[sl], intensity_window=self._windows[i]
+        )
         if self.reverse_prob and rng.random() < self.reverse_prob:
             clip["image"], clip["label"] = clip["image"][::-1].copy(), clip["label"][::-1].copy()
         seed_augment(self.transform, rng)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from medseg.context import prepare_data, setup_runtime
 from medseg.engine import Engine
 from medseg.errors import DataError
+from medseg.runtime import resolve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     Returns the best value of ``trainer.monitor`` (or ``optimized_metric``) for Hydra sweepers.
     """
     out = output_dir(cfg)
+    batch = resolve_batch_size(cfg, mode)
+    if str(cfg.trainer.batch_size) != str(batch):
+        log.info(
+            "trainer.batch_size=auto -> %d (trainer.batch_table.%s, %s @ %s px)",
+            batch,
+            mode,
+            cfg.model.get("variant", cfg.model.get("name")),
+            cfg.model.get("image_size"),
+        )
+        cfg.trainer.batch_size = batch
     device, dist_info = setup_runtime(cfg)
     model = build_model(cfg, device)
     ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info)

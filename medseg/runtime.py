@@ -139,3 +139,41 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def resolve_batch_size(cfg, mode: str) -> int:
+    """``trainer.batch_size``, or with ``auto`` the entry of ``trainer.batch_table[mode]`` for the model's
+    Hiera size and image size (``conf/trainer/high_memory.yaml``, derived by bench/memory_presets.py).
+
+    Keys are ``<size>@<px>`` (size t | s | b+ | l from ``model.variant``). An image size between table
+    sizes takes the next larger one (it needs no more memory than that); above the largest the batch
+    shrinks with the pixel count. Models without a Hiera variant use ``trainer.batch_fallback``.
+    """
+    from omegaconf import OmegaConf
+
+    value = cfg.trainer.batch_size
+    if str(value) != "auto":
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"trainer.batch_size: expected a positive integer or auto, got {value!r}"
+            ) from None
+        if n < 1:
+            raise ValueError(f"trainer.batch_size: expected a positive integer or auto, got {value!r}")
+        return n
+    table = OmegaConf.select(cfg, f"trainer.batch_table.{mode}")
+    fallback = int(OmegaConf.select(cfg, "trainer.batch_fallback", default=4))
+    variant = str(OmegaConf.select(cfg, "model.variant", default="") or "")
+    size_key = variant.rsplit("_", 1)[-1] if "hiera" in variant else None
+    if not table or size_key is None:
+        return fallback
+    px = int(cfg.model.image_size)
+    sizes = sorted(int(k.split("@")[1]) for k in table if k.startswith(f"{size_key}@"))
+    if not sizes:
+        return fallback
+    above = [s for s in sizes if s >= px]
+    if above:
+        return int(table[f"{size_key}@{above[0]}"])
+    top = sizes[-1]
+    return max(1, int(table[f"{size_key}@{top}"] * (top / px) ** 2))

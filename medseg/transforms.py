@@ -83,11 +83,33 @@ def apply_intensity(image: np.ndarray, spec: dict) -> np.ndarray:
         x = np.clip(x, lo, hi)
         x = (x - x.mean()) / (x.std() + 1e-8)
         return _minmax(x)
+    if m == "window":  # a fixed window from volume_window: 0 where the case is constant
+        lo, hi = spec["window"]
+        if hi - lo < 1e-8:
+            return np.zeros_like(x)
+        return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if m == "rgb":
         return np.clip(x / 255.0, 0.0, 1.0)
     if m == "minmax":
         return _minmax(x)
     return np.clip(x, 0.0, 1.0)
+
+
+def volume_window(image: np.ndarray, spec: dict) -> dict | None:
+    """The whole-case statistics of a case-dependent intensity spec as a fixed window.
+
+    ``mri`` (percentile clip, z-score, min-max) and ``minmax`` are linear maps of the case's values fixed
+    by two numbers of the whole case (the percentiles, or min and max); a training clip of a few slices
+    must use the case's numbers, not its own, to match validation on the whole volume. Returns a spec
+    ``{"modality": "window", "window": (lo, hi)}`` for :func:`apply_intensity`, or None when the spec
+    does not depend on the case (CT windows, RGB, none).
+    """
+    m = spec["modality"]
+    if m not in ("mri", "minmax"):
+        return None
+    x = np.asarray(image, np.float32)
+    lo, hi = np.percentile(x, spec["percentile"]) if m == "mri" else (x.min(), x.max())
+    return {"modality": "window", "window": (float(lo), float(hi)), "percentile": None}
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -140,7 +162,7 @@ class CaseTransform:
                 f"{case.get('case_id', '?')}: image must be (D,H,W) or (D,H,W,3), got {image.shape}"
             )
         d, h, w = image.shape[:3]
-        x = torch.from_numpy(apply_intensity(image, self.intensity))
+        x = torch.from_numpy(apply_intensity(image, case.get("intensity_window") or self.intensity))
         x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]  # (D, C, H, W)
         s = self.image_size
         x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)

@@ -199,3 +199,36 @@ def test_entry_point_returns_monitored_metric_for_sweepers(data_root, tmp_path):
         "train_2d", [f"dataset.root={data_root / 'kvasir'}", "optimized_metric=val/dice"], tmp_path / "r"
     )
     assert isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("root,mode", [("train_3d", "3d"), ("train_2d", "2d")])
+def test_high_memory_batch_follows_hiera_size_and_image_size(root, mode, tmp_path):
+    from medseg.runtime import resolve_batch_size
+
+    def batch(*overrides):
+        return resolve_batch_size(compose_cfg(root, ["trainer=high_memory", *overrides], tmp_path), mode)
+
+    table = compose_cfg(root, ["trainer=high_memory"], tmp_path).trainer.batch_table[mode]
+    for size in ("t", "s", "b+", "l"):
+        for px in (512, 1024):
+            assert batch(f"model=sam2.1_hiera_{size}", f"model.image_size={px}") == table[f"{size}@{px}"]
+        # bigger images never get a bigger batch; a bigger model never gets a bigger batch
+        assert table[f"{size}@1024"] <= table[f"{size}@512"]
+    for px in (512, 1024):
+        assert [table[f"{k}@{px}"] for k in ("t", "s", "b+", "l")] == sorted(
+            [table[f"{k}@{px}"] for k in ("t", "s", "b+", "l")], reverse=True
+        )
+    assert batch("model=sam2_hiera_l", "model.image_size=768") == table["l@1024"]  # next larger entry
+    assert batch("model=sam2.1_hiera_t", "model.image_size=256") == table["t@512"]
+    assert batch("model=medsam2") == table["t@512"]  # MedSAM2 is Hiera-T at 512
+    assert batch("model=unet") == compose_cfg(root, ["trainer=high_memory"], tmp_path).trainer.batch_fallback
+    assert batch("trainer.batch_size=3") == 3
+
+
+@pytest.mark.parametrize("bad", ["0", "many"])
+def test_bad_batch_size_is_one_clear_error(bad, tmp_path):
+    from medseg.runtime import resolve_batch_size
+
+    cfg = compose_cfg("train_3d", [f"trainer.batch_size={bad}"], tmp_path)
+    with pytest.raises(ValueError, match=r"trainer.batch_size: expected a positive integer or auto"):
+        resolve_batch_size(cfg, "3d")

@@ -280,3 +280,34 @@ def test_encoder_activation_checkpointing_gives_equal_gradients(data_root, tmp_p
     for n, g in grads_a.items():
         assert (grads_b[n] - g).abs().max().item() <= 1e-5 * g.abs().max().item() + 1e-7 * top, n
     assert saved_b < 0.7 * saved_a, (saved_a, saved_b)
+
+
+def test_training_clips_use_whole_volume_intensity_statistics(data_root, tmp_path):
+    """MRI percentile windows (and min-max) of a clip come from its whole volume, as in validation."""
+    from hydra.utils import instantiate
+
+    from medseg.context import prepare_data
+    from tests.conftest import SMALL, compose_cfg
+
+    cfg = compose_cfg(
+        "train_3d",
+        [
+            *SMALL,
+            f"dataset.root={data_root / 'nnunet'}",
+            "func_3d.video_length=3",
+            "dataset.intensity.modality=mri",
+        ],
+        tmp_path,
+    )
+    ctx = prepare_data(cfg, tmp_path, mode="3d")
+    task = instantiate(cfg.model.task_3d)(cfg=cfg, ctx=ctx)
+    clips = task.train_dataset
+    case = ctx.train_cases[0]
+    whole = ctx.val_transform(case)["image"]  # validation: the whole volume
+    clip = clips.get(0, np.random.default_rng(0))["image"]
+    T = clip.shape[0]
+    diffs = [(whole[s : s + T] - clip).abs().max().item() for s in range(whole.shape[0] - T + 1)]
+    assert min(diffs) <= 1e-5, diffs
+    start = int(np.argmin(diffs))
+    per_clip = ctx.val_transform(dict(case, image=np.asarray(case["image"])[start : start + T], label=None))
+    assert (per_clip["image"] - clip).abs().max().item() > 1e-3  # the clip's own statistics differ
