@@ -241,6 +241,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             threshold=float(f3.threshold),
             offload=bool(f3.offload),
             keep_largest=bool(f3.largest_component),
+            exact=bool(f3.get("exact_parity", False)),
             progress=True,
         )
         geom = raw["geometry"]

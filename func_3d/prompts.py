@@ -30,6 +30,23 @@ class FramePrompts:
     masks: Tensor | None = None
     mask_valid: Tensor | None = None
 
+    def select(self, o: int) -> FramePrompts:
+        """The prompts of object ``o`` alone (a frame prompts of one object)."""
+        return FramePrompts(
+            **{
+                k: None if getattr(self, k) is None else getattr(self, k)[o : o + 1]
+                for k in self.__dataclass_fields__
+            }
+        )
+
+    def prompts_object(self, o: int) -> bool:
+        """Whether object ``o`` has a box, a click or a mask prompt on this frame."""
+        if self.boxes is not None and bool(torch.isfinite(self.boxes[o]).all()):
+            return True
+        if self.point_labels is not None and bool((self.point_labels[o] >= 0).any()):
+            return True
+        return self.masks is not None and (self.mask_valid is None or bool(self.mask_valid[o]))
+
 
 @dataclass
 class ObjectPrompt:

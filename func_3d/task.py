@@ -214,6 +214,7 @@ def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None):
             threshold=float(f3.threshold),
             offload=bool(f3.offload),
             keep_largest=bool(f3.get("largest_component", False)),
+            exact=bool(f3.get("exact_parity", False)),
         )
         acc.add_case(
             pred, label, tuple(float(x) for x in raw["spacing"]), case_classes, case_id=str(raw["case_id"])

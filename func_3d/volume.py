@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from func_3d.prompts import FramePrompts
-from func_3d.propagate import propagate
+from func_3d.propagate import propagate, propagate_one_by_one
 from medseg.prompts import PromptConfig, prompts_3d
 
 
@@ -103,12 +103,15 @@ def segment_volume(
     offload: bool = True,
     keep_largest: bool = False,
     progress: bool = False,
+    exact: bool = False,
 ) -> np.ndarray:
     """Propagate the prompts of ``vp`` through ``images`` [D,3,S,S] (forward then backward from the first
     prompted slice, every object batched) and return the int label volume (D, H, W) at ``out_hw``.
 
     Low-resolution logits are resized straight to the input's (H, W), as Meta's predictor does; a voxel
-    takes the object with the highest logit above ``threshold``.
+    takes the object with the highest logit above ``threshold``. ``exact`` tracks the objects one after
+    another with one-frame encoder calls (:func:`~func_3d.propagate.propagate_one_by_one`): Meta's
+    predictor voxel for voxel, several times slower.
     """
     D = images.shape[0]
     H, W = out_hw
@@ -116,7 +119,7 @@ def segment_volume(
     if not vp.obj_ids:
         return out
     fp = frame_prompts(vp, prompt_type, model.image_size)
-    res = propagate(
+    res = (propagate_one_by_one if exact else propagate)(
         model,
         images,
         fp,

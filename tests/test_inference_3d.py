@@ -326,3 +326,22 @@ def test_unwritable_output_dir_is_clear(volumes, trained, tmp_path):
                 _infer(trained, volumes, ro / "preds")
         finally:
             ro.chmod(0o700)
+
+
+def test_exact_parity_mode_tracks_one_by_one_and_agrees(volumes, trained, tmp_path, monkeypatch):
+    """func_3d.exact_parity=true goes through propagate_one_by_one (bit-identical to Meta's predictor,
+    tests/test_parity_3d.py) and gives the batched masks up to rounding."""
+    import func_3d.volume as volume_mod
+
+    calls = []
+    orig = volume_mod.propagate_one_by_one
+    monkeypatch.setattr(
+        volume_mod, "propagate_one_by_one", lambda *a, **k: calls.append(a[3]) or orig(*a, **k)
+    )
+    _infer(trained, volumes, tmp_path / "batched")
+    assert not calls
+    _infer(trained, volumes, tmp_path / "exact", "func_3d.exact_parity=true")
+    assert calls and all(n >= 1 for n in calls)
+    for cid in _val_ids(trained):
+        a, b = np.load(tmp_path / "batched" / f"{cid}.npy"), np.load(tmp_path / "exact" / f"{cid}.npy")
+        assert a.shape == b.shape and (a == b).mean() >= 0.999

@@ -207,20 +207,11 @@ def test_batched_equals_one_object_at_a_time(models, volume):
     _, prompts, _ = multi_object_prompts()
     batched = propagate(base, volume, prompts, 4, both_directions=True)
     for o in range(4):
-        alone = {}
-        for t, p in prompts.items():
-            q = FramePrompts(
-                boxes=None if p.boxes is None else p.boxes[o : o + 1],
-                points=None if p.points is None else p.points[o : o + 1],
-                point_labels=None if p.point_labels is None else p.point_labels[o : o + 1],
-                masks=None if p.masks is None else p.masks[o : o + 1],
-                mask_valid=None if p.mask_valid is None else p.mask_valid[o : o + 1],
-            )
-            alone[t] = q
+        alone = {t: p.select(o) for t, p in prompts.items()}
         single = propagate(
             base,
             volume,
-            {t: q for t, q in alone.items() if _prompted(q)},
+            {t: q for t, q in alone.items() if q.prompts_object(0)},
             1,
             start_frame=2,
             both_directions=True,
@@ -230,9 +221,14 @@ def test_batched_equals_one_object_at_a_time(models, volume):
         assert diff <= TOL, f"object {o}: {diff}"
 
 
-def _prompted(p: FramePrompts) -> bool:
-    if p.boxes is not None and bool(torch.isfinite(p.boxes).all()):
-        return True
-    if p.point_labels is not None and bool((p.point_labels >= 0).any()):
-        return True
-    return p.masks is not None and (p.mask_valid is None or bool(p.mask_valid.any()))
+def test_one_by_one_mode_is_bit_identical_to_predictor(models, volume, jpeg_dir, fp32_memory):
+    """``propagate_one_by_one`` (segment_volume(exact=True), func_3d.exact_parity): the predictor's order,
+    so the same floating-point operations: logits equal to the last bit, not just within 1e-4."""
+    from func_3d.propagate import propagate_one_by_one
+
+    base, predictor = models
+    meta, prompts, order = multi_object_prompts()
+    theirs = run_predictor(predictor, jpeg_dir, volume, meta, forward=True, backward=True)
+    ours = propagate_one_by_one(base, volume, prompts, 4, both_directions=True)
+    assert ours.logits.shape[1] == 4
+    assert max_diff(ours, theirs, objects=order) == 0.0
