@@ -311,3 +311,33 @@ def test_training_clips_use_whole_volume_intensity_statistics(data_root, tmp_pat
     start = int(np.argmin(diffs))
     per_clip = ctx.val_transform(dict(case, image=np.asarray(case["image"])[start : start + T], label=None))
     assert (per_clip["image"] - clip).abs().max().item() > 1e-3  # the clip's own statistics differ
+
+
+def test_clips_of_different_lengths_run_in_groups(data_root, tmp_path):
+    """A volume shorter than func_3d.video_length gives a shorter clip: clips are grouped by length,
+    and the step equals the clip-by-clip step."""
+    from func_3d.task import ClipBatch
+
+    task, batch, model = _clip_batch_and_task(data_root, tmp_path, [])
+    # cut one clip just after its last prompted frame (every object keeps its prompt)
+    T = batch.images[0].shape[0]
+    b = next(b for b in range(len(batch.images)) if max(batch.prompts[b]) < T - 1)
+    keep = max(batch.prompts[b]) + 1
+    o = 1 if b == 0 else 0  # another clip, kept whole
+    short = ClipBatch(
+        [batch.images[o], batch.images[b][:keep]],
+        [batch.masks[o], batch.masks[b][:keep]],
+        [batch.prompts[o], batch.prompts[b]],
+        [batch.obj_ids[o], batch.obj_ids[b]],
+        ["long", "short"],
+    )
+    assert short.images[1].shape[0] < short.images[0].shape[0]
+    loss_b, grads_b = _loss_and_grads(task, model, short)
+    task.batch_clips = False
+    loss_s, grads_s = _loss_and_grads(task, model, short)
+    assert loss_b == pytest.approx(loss_s, rel=1e-5)
+    top = max(g.abs().max().item() for g in grads_s.values())
+    assert all(
+        (grads_b[n] - g).abs().max().item() <= 1e-4 * g.abs().max().item() + 1e-6 * top
+        for n, g in grads_s.items()
+    )
