@@ -1228,8 +1228,11 @@ def render(r: dict) -> str:
         ck = mp["rows"].get("l@1024", {}).get("clip_1obj_checkpointed_gb")
         L += [
             "",
-            f"- Anchors (bare Hiera-T on an H100 80 GB, 1 object): {mp['anchors_3d_clips_hiera_t']} clips per image "
-            f"size; 2D {mp['anchor_2d_images_hiera_t']} images. Each entry = floor(anchor × activation(anchor) ÷ "
+            "- Anchors (bare Hiera-T on an H100 80 GB, 1 object): "
+            + ", ".join(f"{n} clips at {px} px" for px, n in mp["anchors_3d_clips_hiera_t"].items())
+            + "; 2D: "
+            + ", ".join(f"{n} images at {px} px" for px, n in mp["anchor_2d_images_hiera_t"].items())
+            + ". Each entry = floor(anchor × activation(anchor) ÷ "
             "activation(entry)); the table is `trainer.batch_table` in `conf/trainer/high_memory.yaml`. A sizing "
             "rule from exact shapes, not a GPU measurement.",
         ]
@@ -1237,7 +1240,8 @@ def render(r: dict) -> str:
             L.append(
                 f"- Hiera-L, 8-frame 1024-px clip with `trainer.activation_checkpointing=true`: {_f(ck, 1)} GB of "
                 f"fp32 activations (vs {_f(mp['rows']['l@1024']['clip_1obj_gb'], 1)} GB without), plus about 3.6 GB "
-                "of weights, gradients and AdamW state (224 M parameters × 16 bytes): within the issue's 40 GB."
+                "of weights, gradients and AdamW state (224 M parameters × 16 bytes): within the issue's 40 GB by this "
+                "count (not a GPU measurement)."
             )
         L.append("")
     else:
