@@ -267,6 +267,21 @@ def make_2d_batch(S: int, B: int = 2):
     )
 
 
+def engine_step(task, model, opt, device):
+    """One step as medseg/engine.py runs it: ``task.training_step`` + backward + the optimizer step
+    (precision: whatever ``timed()`` sets, the same for ours and bare)."""
+
+    def step(batch):
+        t0 = time.perf_counter()
+        parts = task.training_step(model, batch.to(device))
+        parts["loss"].backward()
+        _ = {k: float(v.detach()) for k, v in parts.items()}
+        mark("ours", t0)
+        opt_step(model, opt)
+
+    return step
+
+
 def ours_2d(cfg, model, device):
     """Our full 2D step as medseg/engine.py runs it: SAM2ImageTask.training_step + backward + optimizer step."""
     from func_2d.task import SAM2ImageTask
@@ -275,17 +290,7 @@ def ours_2d(cfg, model, device):
     task = SAM2ImageTask(cfg, SimpleNamespace(train_samples=None, collate=None))
     opt = build_optimizer(cfg.optim, model)
 
-    def step(batch):
-        t0 = time.perf_counter()
-        batch = batch.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=False):
-            parts = task.training_step(model, batch)
-        parts["loss"].backward()
-        _ = {k: float(v.detach()) for k, v in parts.items()}
-        mark("ours", t0)
-        opt_step(model, opt)
-
-    return step
+    return engine_step(task, model, opt, device)
 
 
 def bare_2d(model, device):
@@ -394,16 +399,7 @@ def ours_3d(cfg, model, device, *, batch_clips: bool = True, checkpointing: bool
     task.batch_clips, task.checkpointing = batch_clips, checkpointing
     opt = build_optimizer(cfg.optim, model)
 
-    def step(batch):
-        t0 = time.perf_counter()
-        batch = batch.to(device)
-        parts = task.training_step(model, batch)
-        parts["loss"].backward()
-        _ = {k: float(v.detach()) for k, v in parts.items()}
-        mark("ours", t0)
-        opt_step(model, opt)
-
-    return step
+    return engine_step(task, model, opt, device)
 
 
 def bare_3d(model, device):

@@ -4,7 +4,7 @@ Dice/HD95 in mm on the input grid)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
+from medseg.batch import to_device
 from medseg.context import seed_augment
 from medseg.metrics import MetricAccumulator
 from medseg.prompts import PromptConfig, prompts_3d
@@ -35,14 +36,10 @@ class ClipBatch:
     case_ids: list[str]
 
     def to(self, device):
-        def mv(fp):
-            kw = {f.name: getattr(fp, f.name) for f in fields(fp)}
-            return type(fp)(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
-
         return ClipBatch(
             [x.to(device, non_blocking=True) for x in self.images],
             [m.to(device, non_blocking=True) for m in self.masks],
-            [{t: mv(fp) for t, fp in p.items()} for p in self.prompts],
+            [{t: to_device(fp, device) for t, fp in p.items()} for p in self.prompts],
             self.obj_ids,
             self.case_ids,
         )

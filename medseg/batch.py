@@ -13,7 +13,8 @@ from medseg.errors import DataError
 from medseg.prompts import PromptConfig, object_prompt
 
 
-def _to(obj: Any, device: torch.device | str) -> Any:
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """A copy of a dataclass of tensors with every tensor field moved to ``device``."""
     kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
     return type(obj)(
         **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
@@ -49,7 +50,7 @@ class ImageBatch:
     spacing: torch.Tensor
 
     def to(self, device: torch.device | str) -> ImageBatch:
-        return _to(self, device)
+        return to_device(self, device)
 
     def pin_memory(self) -> ImageBatch:
         return _pin(self)
@@ -71,7 +72,7 @@ class VideoBatch:
     case_ids: list[str]
 
     def to(self, device: torch.device | str) -> VideoBatch:
-        return _to(self, device)
+        return to_device(self, device)
 
     def pin_memory(self) -> VideoBatch:
         return _pin(self)
