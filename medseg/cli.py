@@ -28,9 +28,12 @@ def user_errors_as_one_line(fn):
     Set ``SAM2MED_TRACEBACK=1`` to see the full traceback instead.
     """
     from medseg.engine import TrainingError
+    from medseg.errors import MissingExtraError
     from sam2_train.checkpoint import CheckpointError
 
-    errors = USER_ERRORS + (CheckpointError, TrainingError)
+    errors = USER_ERRORS + (CheckpointError, TrainingError, MissingExtraError)
+
+    from medseg.preemption import RunInterrupted
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -42,13 +45,25 @@ def user_errors_as_one_line(fn):
                 if isinstance(cause, errors):
                     raise cause from None
                 raise
+        except RunInterrupted as e:  # checkpoint written and the line printed: exit as the signal would
+            sys.exit(128 + e.signum)
         except errors as e:
             if os.environ.get("SAM2MED_TRACEBACK"):
                 raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if isinstance(e, KeyError):
-                msg = f"missing key {msg}"
-            print(f"error: {msg}", file=sys.stderr, flush=True)
-            sys.exit(1)
+            exit_with_error(e)
+        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the engine saves what it can first)
+            if os.environ.get("SAM2MED_TRACEBACK"):
+                raise
+            print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     return wrapper
+
+
+def exit_with_error(e: BaseException, code: int = 1):
+    """Print ``error: <first line of e>`` on stderr and exit with ``code`` (no traceback)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, KeyError):
+        msg = f"missing key {msg}"
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
