@@ -261,19 +261,56 @@ def write_kvasir(root: str | Path, n: int = 6, size: int = 64, *, seed: int = 0)
     return root
 
 
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.uint8)
+
+
+# binary (H, W) bool mask -> file, in the styles found in real folders (mask_style of write_folder2d)
+MASK_STYLES = {
+    "L255": lambda m, p: Image.fromarray(_u8(m) * 255).save(p.with_suffix(".png")),
+    "L01": lambda m, p: Image.fromarray(_u8(m)).save(p.with_suffix(".png")),
+    "RGB": lambda m, p: Image.fromarray(np.repeat(_u8(m)[..., None] * 255, 3, -1)).save(
+        p.with_suffix(".png")
+    ),
+    # red object, transparent black background (annotation-tool export)
+    "RGBA": lambda m, p: Image.fromarray(
+        np.stack([m, 0 * m, 0 * m, m], -1).astype(np.uint8) * 255, "RGBA"
+    ).save(p.with_suffix(".png")),
+    "I16": lambda m, p: Image.fromarray(np.asarray(m).astype(np.uint16) * 65535).save(p.with_suffix(".png")),
+    "jpeg": lambda m, p: _save_jpeg_mask(m, p.with_suffix(".jpg")),  # Kvasir-style JPEG noise
+    "soft": lambda m, p: Image.fromarray(_u8(np.round(gaussian_filter(m * 255.0, 1.5)))).save(
+        p.with_suffix(".png")
+    ),
+}
+
+
 def write_folder2d(
-    root: str | Path, n: int = 4, size: int = 64, *, seed: int = 0, ext: str = ".png", multi: bool = False
+    root: str | Path,
+    n: int = 4,
+    size: int = 64,
+    *,
+    seed: int = 0,
+    ext: str = ".png",
+    multi: bool = False,
+    rgb: bool = False,
+    mask_style: str = "L255",
 ) -> Path:
-    """``images/`` + ``masks/``: grey images; masks 0/255 (binary) or ids 0..2 (``multi``)."""
+    """``images/`` + ``masks/``: grey (or ``rgb``) images; masks in ``mask_style`` (a key of
+    ``MASK_STYLES``: L 0/255, L 0/1, RGB, RGBA, 16-bit, JPEG, soft edges) or ids 0..2 in L (``multi``).
+    The shapes depend on ``seed`` only, so every style of one seed holds the same objects."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(n):
         hu, lab = ct_volume(rng, 1, size, 2 if multi else 1)
-        Image.fromarray(_window_u8(hu)[0]).save(root / "images" / f"sample_{i:03d}{ext}")
-        m = lab[0] if multi else (lab[0] > 0).astype(np.uint8) * 255
-        Image.fromarray(m.astype(np.uint8)).save(root / "masks" / f"sample_{i:03d}.png")
+        grey = _window_u8(hu)[0]
+        img = np.stack([grey, _u8(grey * 0.8), _u8(grey * 0.6)], -1) if rgb else grey
+        Image.fromarray(img).save(root / "images" / f"sample_{i:03d}{ext}")
+        if multi:
+            Image.fromarray(_u8(lab[0])).save(root / "masks" / f"sample_{i:03d}.png")
+        else:
+            MASK_STYLES[mask_style](lab[0] > 0, root / "masks" / f"sample_{i:03d}")
     return root
 
 
