@@ -27,7 +27,7 @@ import numpy as np
 from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: geometry records spacing_known / oriented
 DTYPES = ("float32", "float16")
 
 
@@ -113,6 +113,8 @@ class VolumeCache:
                 "direction": np.asarray(geom.direction, dtype=float).tolist(),
                 "affine": np.asarray(geom.affine, dtype=float).tolist(),
                 "source": str(geom.source),
+                "spacing_known": bool(getattr(geom, "spacing_known", True)),
+                "oriented": bool(getattr(geom, "oriented", True)),
             },
             "extra": {
                 k: v
@@ -148,6 +150,8 @@ class VolumeCache:
                 np.asarray(g["direction"]),
                 np.asarray(g["affine"]),
                 g["source"],
+                spacing_known=bool(g["spacing_known"]),
+                oriented=bool(g["oriented"]),
             )
         )
         case = dict(meta.get("extra") or {})

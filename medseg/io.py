@@ -43,6 +43,10 @@ class Geometry:
         affine: (4, 4) nibabel RAS affine of voxel (i, j, k) = (x, y, z) index.
         source: the file or folder read.
         header: the NIfTI header (nibabel) when read from NIfTI, else None.
+        spacing_known: the spacing is physical (mm, from a header or an npz ``spacing``); False for
+            PNG/JPEG/``.npy``/BTCV slices, whose (1, 1, 1) is one voxel (HD95 then in voxels/pixels).
+        oriented: origin and direction come from an image header (NIfTI, ITK, DICOM), so a prediction
+            can be written as an image that overlays the input.
     """
 
     spacing: tuple[float, float, float]
@@ -51,19 +55,16 @@ class Geometry:
     affine: np.ndarray
     source: str
     header: Any = None
+    spacing_known: bool = True
+    oriented: bool = True
 
     @classmethod
-    def identity(cls, source: str | Path, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Geometry:
-        """Axis-aligned geometry with the given (sz, sy, sx) spacing, origin 0."""
-        sz, sy, sx = (float(s) for s in spacing)
-        direction = np.eye(3)
-        return cls(
-            (sz, sy, sx),
-            np.zeros(3),
-            direction,
-            _affine_from_itk((sx, sy, sz), np.zeros(3), direction),
-            str(source),
-        )
+    def identity(cls, source: str | Path, spacing: tuple[float, float, float] | None = None) -> Geometry:
+        """Axis-aligned geometry, origin 0, not oriented; ``spacing`` (sz, sy, sx) in mm, or None (unknown:
+        one voxel = 1)."""
+        sz, sy, sx = (float(s) for s in (spacing if spacing is not None else (1.0, 1.0, 1.0)))
+        aff = _affine_from_itk((sx, sy, sz), np.zeros(3), np.eye(3))
+        return cls((sz, sy, sx), np.zeros(3), np.eye(3), aff, str(source), None, spacing is not None, False)
 
 
 def suffix_of(path: str | Path) -> str:
@@ -187,33 +188,36 @@ def _read_pil(path: Path, header_only: bool = False, grey: bool = False):
                     frame = frame.convert("L")
                 elif frame.mode.startswith("I") or frame.mode == "F":
                     pass
-                else:
-                    frame = frame.convert("L" if grey else "RGB")
+                else:  # RGB(A), LA, CMYK...: alpha dropped; labels go grey in _grey_label
+                    frame = frame.convert("RGB")
                 frames.append(np.asarray(frame))
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
         raise DataError(
             f"{path}: not a readable image, truncated or corrupt ({type(exc).__name__}: {exc})"
         ) from exc
     arr = np.stack(frames)
-    if arr.ndim == 4 and arr.shape[-1] == 3 and grey:
-        arr = arr.mean(axis=-1)
-    return arr, Geometry.identity(path), shape
+    return (_grey_label(arr) if grey and arr.ndim == 4 else arr), Geometry.identity(path), shape
+
+
+def _grey_label(arr: np.ndarray) -> np.ndarray:
+    """Colour label (..., C) -> (...): a 4th (alpha) channel is ignored; equal channels give their value,
+    unequal ones the brightest (a coloured object on black stays an object; JPEG channel noise is small)."""
+    rgb = arr[..., :3]
+    return rgb[..., 0] if (rgb == rgb[..., :1]).all() else rgb.max(axis=-1)
 
 
 def _read_numpy(path: Path, keys: tuple[str, ...], header_only: bool = False):
     try:
         if suffix_of(path) == ".npy":
             arr = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
-            spacing = (1.0, 1.0, 1.0)
+            spacing = None
         else:
             with np.load(path, allow_pickle=False) as z:
                 key = next((k for k in keys if k in z.files), None)
                 if key is None:
                     raise DataError(f"{path}: npz has none of the keys {list(keys)} (found {z.files})")
                 arr = z[key]
-                spacing = (
-                    tuple(float(s) for s in z["spacing"])[::-1] if "spacing" in z.files else (1.0, 1.0, 1.0)
-                )
+                spacing = tuple(float(s) for s in z["spacing"])[::-1] if "spacing" in z.files else None
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -222,7 +226,7 @@ def _read_numpy(path: Path, keys: tuple[str, ...], header_only: bool = False):
         arr = arr[None]
     if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
         raise DataError(f"{path}: expected (H,W), (D,H,W) or (D,H,W,3) array, got shape {arr.shape}")
-    if len(spacing) != 3:
+    if spacing is not None and len(spacing) != 3:
         raise DataError(f"{path}: 'spacing' must hold 3 values, got {spacing}")
     return arr, Geometry.identity(path, spacing), arr.shape[:3]
 
@@ -266,14 +270,15 @@ def read_image(path: str | Path, *, channel: int | None = None) -> tuple[np.ndar
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Read a label map as int64 (D, H, W); colour files are averaged to grey.
+    """Read a label map as int64 (D, H, W); colour files go grey (alpha ignored; equal channels -> their
+    value, else the brightest channel).
 
     Raises:
         DataError: if the file holds NaN/inf or non-integer values.
     """
     arr, geom, _ = _read_any(path, label=True)
     if arr.ndim == 4:
-        arr = arr.mean(axis=-1)
+        arr = _grey_label(arr)
     arr = np.asarray(arr)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():

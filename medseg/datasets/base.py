@@ -3,7 +3,8 @@
 A raw case (docs/DESIGN.md)::
 
     {"image": np.float32 (D,H,W) or (D,H,W,3), "label": np.int64 (D,H,W) or None,
-     "case_id": str, "spacing": (sz, sy, sx), "geometry": Geometry, "label_names": {id: name}}
+     "case_id": str, "spacing": (sz, sy, sx), "geometry": Geometry, "label_names": {id: name},
+     "spacing_unit": "mm" | "voxel"}   # "voxel" when the layout has no physical spacing (set here)
 
 Label remapping (``dataset.labels``), applied after reading:
   * a list of old ids to keep, e.g. ``[8, 9]`` -> 8 becomes 1, 9 becomes 2, everything else 0;
@@ -95,6 +96,7 @@ class CaseDataset:
         name: str | None = None,
         dim: int | None = None,
         augment: Any = None,
+        max_slices: int | None = None,
     ):
         if root is None or str(root) in ("", "???"):
             raise DataError("dataset.root: not set; pass dataset.root=/path/to/data")
@@ -106,6 +108,9 @@ class CaseDataset:
         self.intensity = to_plain(intensity) or {}
         self.split_cfg = to_plain(split) or {}
         self.augment_cfg = to_plain(augment)
+        if max_slices is not None and int(max_slices) < 1:
+            raise DataError(f"dataset.max_slices: expected a positive number or null, got {max_slices!r}")
+        self.max_slices = None if max_slices is None else int(max_slices)  # 2D cut of 3D layouts (Slices2D)
         self.strict = strict
         self.transform = transform
         self.label_map = parse_label_map(labels)
@@ -193,6 +198,9 @@ class CaseDataset:
     def _read_case(self, case_id: str, *, raw: bool = False) -> dict:
         case = self._load(case_id)
         case.setdefault("case_id", case_id)
+        # "mm" when the spacing is physical, else "voxel" (PNG/JPEG/BTCV slices): the unit of HD95
+        known = getattr(case.get("geometry"), "spacing_known", True)
+        case.setdefault("spacing_unit", "mm" if known else "voxel")
         if raw:
             case.setdefault("label_names", dict(self.default_label_names))
             return case

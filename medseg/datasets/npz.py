@@ -48,9 +48,8 @@ class NpzDataset(CaseDataset):
                     raise DataError(f"{f}: key '{self.image_key}' missing (found {z.files})")
                 image = np.asarray(z[self.image_key])
                 label = np.asarray(z[self.label_key]) if self.label_key in z.files else None
-                spacing = (
-                    tuple(float(s) for s in np.ravel(z["spacing"])) if "spacing" in z.files else (1.0,) * 3
-                )
+                known = "spacing" in z.files  # else unknown: one voxel = 1, HD95 in voxels
+                spacing = tuple(float(s) for s in np.ravel(z["spacing"])) if known else (1.0,) * 3
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - zip / pickle / truncation errors
@@ -76,7 +75,7 @@ class NpzDataset(CaseDataset):
                     f"'{self.image_key}' shape {image.shape[:3]}"
                 )
             label = label.astype(np.int64)
-        geom = Geometry.identity(f, spacing)
+        geom = Geometry.identity(f, spacing if known else None)
         return {
             "image": image.astype(np.float32),
             "label": label,
