@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from medseg.batch import ImageBatch, collate_sam2_2d
 from medseg.datasets import Slices2D, build_dataset
+from medseg.datasets.slices import largest_slices
+from medseg.distributed import export_cluster_env
 from medseg.errors import DataError
 from medseg.runtime import DistInfo, init_distributed, pick_device, seed_everything
-from medseg.splits import resolve_splits
+from medseg.splits import check_split_unchanged, resolve_splits
 from medseg.transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,10 @@ class RunContext:
 
 
 def setup_runtime(cfg: DictConfig) -> tuple[torch.device, DistInfo]:
+    """Device and process group, the same way under torchrun, srun (SLURM) and submitit."""
+    launcher = export_cluster_env()
+    if launcher != "single":
+        log.info("distributed environment from %s", launcher)
     device = pick_device(str(cfg.trainer.device))
     dist_info = init_distributed(device)
     seed_everything(int(cfg.seed) + 0, bool(cfg.trainer.deterministic))
@@ -118,12 +124,21 @@ def setup_runtime(cfg: DictConfig) -> tuple[torch.device, DistInfo]:
 
 
 def prepare_data(
-    cfg: DictConfig, out_dir: Path, *, mode: str, device=None, dist_info=None, splits_path: Path | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    *,
+    mode: str,
+    device=None,
+    dist_info=None,
+    splits_path: Path | None = None,
+    preflight: bool = False,
 ) -> RunContext:
     """Build dataset, splits and sample providers for ``mode`` ``"2d"`` or ``"3d"``.
 
     The split is drawn at the case (patient) level and saved to ``out_dir/splits.json``; when
-    resuming, the splits stored in the run folder (or ``splits_path``) are reused, never re-drawn.
+    resuming, the splits stored in the run folder (or ``splits_path``) are reused, never re-drawn, and a
+    changed ``dataset.split`` is refused (``overwrite=true`` draws them anew). ``preflight`` checks every
+    case (:func:`medseg.verify.preflight`) before anything is written.
     """
     if device is None:
         device, dist_info = setup_runtime(cfg)
@@ -135,7 +150,16 @@ def prepare_data(
     if cache and cache.get("dir") and int(cfg.dataset.get("dim", 2)) == 3:
         dataset.enable_cache(cache.dir, str(cache.get("dtype", "float32")))
         log.info("decoded volumes cached in %s", cache.dir)
+    if preflight:
+        from medseg.verify import preflight as check_every_case
+
+        check_every_case(cfg, dataset, is_main=dist_info.is_main)
     path = splits_path or out_dir / "splits.json"
+    if splits_path is None and path.exists() and dist_info.is_main:
+        if cfg.get("overwrite", False):
+            path.unlink()  # overwrite=true: a new run, new splits from the config
+        else:
+            check_split_unchanged(out_dir, cfg.dataset.get("split"))
     splits = resolve_splits(dataset, cfg.dataset.get("split"), path if dist_info.is_main else None)
     image_size = int(cfg.model.image_size)
     ctx = RunContext(
@@ -149,15 +173,18 @@ def prepare_data(
         image_size=image_size,
     )
     aug = cfg.dataset.get("augment")
-    ctx.train_transform = build_transform(cfg.dataset.intensity, image_size, aug)
-    ctx.val_transform = build_transform(cfg.dataset.intensity, image_size)
+    resize = str(OmegaConf.select(cfg, "model.preprocess.resize", default="square"))  # the model's geometry
+    ctx.train_transform = build_transform(cfg.dataset.intensity, image_size, aug, resize=resize)
+    ctx.val_transform = build_transform(cfg.dataset.intensity, image_size, resize=resize)
     train_v = dataset.subset(splits["train"]) if splits["train"] else None
     eval_ids = splits.get(str(cfg.get("eval_split", "val"))) or []
     val_v = dataset.subset(eval_ids) if eval_ids else None
     if mode == "2d":
         if int(cfg.dataset.get("dim", 2)) == 3:  # CT/MRI volumes train in 2D as one sample per labelled slice
-            train_v = Slices2D(train_v) if train_v is not None else None
-            val_v = Slices2D(val_v) if val_v is not None else None
+            n_max = cfg.dataset.get("max_slices")  # the slices with the largest labelled area, before the split
+            keep = largest_slices(dataset, int(n_max)) if n_max else None
+            train_v = Slices2D(train_v, keep=keep) if train_v is not None else None
+            val_v = Slices2D(val_v, keep=keep) if val_v is not None else None
         ctx.train_samples = (
             ImageSamples(train_v, ctx.train_transform, augment=bool(aug)) if train_v is not None else None
         )

@@ -1,22 +1,184 @@
-"""Validation of 2D models (SAM2 and baselines alike): prompts fixed per case, metrics per case x class,
-pictures. The model-specific part is ``task.predict(model, batch) -> logits [N,S,S]`` per object.
+"""The one evaluation protocol of the suite, used by 2D validation, 3D validation, ``train=false`` and
+``inference_3d.py``.
 
-Metrics are computed on each image's original grid (the ``S x S`` logits resized bilinearly to (H, W), as
-SAM2's predictors do) with the image's own spacing; pictures are drawn at the model resolution."""
+Protocol (:class:`EvalProtocol`, recorded in ``run_summary.json`` and in every ``metrics.csv`` /
+``val_cases.csv`` row as ``eval_protocol``):
+
+- Prompts come from the reference mask and never depend on the run's ``seed``: a *box* is the tight
+  box of the object (corners on its extreme pixels); the first positive *click* is the object pixel
+  farthest from its boundary (the maximum of the distance transform), further clicks and negative
+  clicks are drawn from a generator seeded by ``(eval_prompt.seed, case id)``; a *mask* prompt is the
+  reference mask. In 3D the prompt sits on each organ's key slice (``prompt.key_slice``; or every
+  ``prompt.freq``-th slice with ``func_3d.val_prompt=freq``) and is propagated both ways.
+- ``eval_prompt.jitter_px`` / ``jitter_frac`` (0 by default) perturb the boxes for robustness studies,
+  from the same fixed generator, so two runs of the protocol give the same prompts.
+- Prompted modes predict the objects present in the reference (a prompt needs an object). The automatic
+  mode (``prompt=none``) predicts every *declared* class of the dataset; the reference never decides what
+  is predicted, and a class predicted where the reference has none counts as a false positive.
+- Scores: :mod:`medseg.metrics` on the image's own grid (logits resized bilinearly, as SAM2's predictors
+  do), one row per case x class, empty-mask rule as documented there.
+
+Training keeps its own (jittered, seeded) prompts; only evaluation uses this protocol.
+"""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from medseg.batch import collate_sam2_2d
 from medseg.metrics import MetricAccumulator
+from medseg.prompts import PromptConfig
 from medseg.viz import panel_grid, save_png
 
 
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How every score of a run is computed (see the module docstring)."""
+
+    prompt: PromptConfig
+    jitter_px: float = 0.0
+    jitter_frac: float = 0.0
+    seed: int = 0
+    mode_3d: str = "key_slice"  # key_slice | freq
+    threshold: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> EvalProtocol:
+        """From a run config: ``prompt``, ``eval_prompt`` (jitter_px, jitter_frac, seed), ``func_3d.val_prompt``."""
+        from omegaconf import OmegaConf
+
+        ep = OmegaConf.select(cfg, "eval_prompt", default=None) or {}
+        mode = str(OmegaConf.select(cfg, "func_3d.val_prompt", default="key_slice") or "key_slice")
+        if mode not in ("key_slice", "freq"):
+            raise ValueError(f"func_3d.val_prompt={mode!r} must be key_slice or freq")
+        jp, jf = float(ep.get("jitter_px", 0.0) or 0.0), float(ep.get("jitter_frac", 0.0) or 0.0)
+        if jp < 0 or jf < 0:
+            raise ValueError(f"eval_prompt.jitter_px/jitter_frac must be >= 0, got {jp}, {jf}")
+        thr = OmegaConf.select(cfg, "func_2d.threshold", default=None)
+        if thr is None:
+            thr = OmegaConf.select(cfg, "func_3d.threshold", default=0.0)
+        return cls(
+            prompt=PromptConfig.from_cfg(cfg.prompt),
+            jitter_px=jp,
+            jitter_frac=jf,
+            seed=int(ep.get("seed", 0) or 0),
+            mode_3d=mode,
+            threshold=float(thr or 0.0),
+        )
+
+    def prompt_cfg(self) -> PromptConfig:
+        """The prompt settings evaluation uses: the run's prompt type and clicks, the protocol's jitter."""
+        p = replace(self.prompt, jitter_px=self.jitter_px, jitter_frac=self.jitter_frac)
+        if self.mode_3d == "key_slice":
+            p = replace(p, freq=None)
+        return p
+
+    def rng(self, case_id: Any) -> np.random.Generator:
+        """The generator of one case's extra clicks / jitter: a function of (protocol seed, case id) only."""
+        return np.random.default_rng([self.seed, zlib.crc32(str(case_id).encode("utf-8"))])
+
+    @property
+    def automatic(self) -> bool:
+        return self.prompt.type == "none"
+
+    def id(self) -> str:
+        """Short, complete name of the protocol, e.g. ``box:tight``, ``click:1pos0neg:seed0``."""
+        p = self.prompt
+        if p.type == "box":
+            parts = ["box", "tight" if not (self.jitter_px or self.jitter_frac) else f"jitter{self.jitter_px:g}px+{self.jitter_frac:g}"]
+        elif p.type == "click":
+            parts = ["click", f"{p.n_pos}pos{p.n_neg}neg"]
+        elif p.type == "mask":
+            parts = ["mask", "reference"]
+        else:
+            parts = ["none", "declared-classes"]
+        if p.type in ("click",) or self.jitter_px or self.jitter_frac:
+            parts.append(f"seed{self.seed}")
+        if p.empty != "skip":
+            parts.append(f"empty-{p.empty}")
+        return ":".join(parts)
+
+    def record(self) -> dict:
+        """Everything needed to reproduce the scores (``run_summary.json["eval_protocol"]``)."""
+        out = asdict(self)
+        out["prompt"] = asdict(self.prompt_cfg())
+        out["id"] = self.id()
+        out["first_click"] = "innermost object pixel (max of the distance transform)"
+        out["box"] = "tight box of the reference mask" + (
+            f", corners moved by up to {self.jitter_px:g} px + {self.jitter_frac:g} x side (seeded)"
+            if self.jitter_px or self.jitter_frac
+            else ""
+        )
+        out["objects"] = "declared classes" if self.automatic else "objects present in the reference"
+        return out
+
+
+@dataclass
+class CaseResult:
+    """One evaluated case: prediction (and reference) as label maps on the input's own grid."""
+
+    case_id: str
+    pred: np.ndarray
+    target: np.ndarray | None
+    spacing: tuple[float, ...]
+    classes: Mapping[int, str]
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    spacing_unit: str = "mm"  # the case's "spacing_unit": "mm", or "voxel" when it has no spacing
+
+
+def run_evaluation(
+    n_cases: int,
+    evaluate_case: Callable[[int], CaseResult | None],
+    protocol: EvalProtocol,
+    *,
+    limit: int | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+    on_case: Callable[[CaseResult, list[dict]], None] | None = None,
+) -> tuple[dict[str, float], list[dict], dict[str, np.ndarray]]:
+    """The evaluation loop: score cases ``0..n-1`` (``limit`` first ones) with ``evaluate_case``.
+
+    ``evaluate_case(i)`` is the model-specific part (prompts from ``protocol``, forward, label map); it
+    may return None to skip a case. ``on_case(result, rows)`` runs after each case (writing outputs).
+
+    Returns:
+        (summary ``{"val/dice": ...}``, rows (one per case x class, with ``eval_protocol``), pictures).
+    """
+    n = n_cases if not limit else min(n_cases, int(limit))
+    acc = MetricAccumulator()
+    images: dict[str, np.ndarray] = {}
+    pid = protocol.id()
+    for i in tqdm(range(n), desc=desc, leave=False, disable=not progress):
+        res = evaluate_case(i)
+        if res is None:
+            continue
+        rows: list[dict] = []
+        if res.target is not None:
+            cid, unit = str(res.case_id), res.spacing_unit
+            rows = acc.add_case(res.pred, res.target, res.spacing, res.classes, case_id=cid, unit=unit)
+            for r in rows:
+                r["eval_protocol"] = pid
+        for name, img in res.images.items():
+            if len(images) < 4:
+                images[name] = img
+        if on_case is not None:
+            on_case(res, rows)
+    if not acc.rows:
+        return {}, [], images
+    summary = {f"val/{k}": float(v) for k, v in acc.summary().items()}
+    return summary, acc.rows, images
+
+
+# ---------------------------------------------------------------------- 2D
 def objects_to_label_map(
     logits: torch.Tensor, obj_class: torch.Tensor, size, threshold: float = 0.0
 ) -> torch.Tensor:
@@ -30,40 +192,56 @@ def objects_to_label_map(
     return out
 
 
+def eval_batch_2d(sample: dict, protocol: EvalProtocol):
+    """The ImageBatch of one validation image with the protocol's prompts (never the training jitter)."""
+    return collate_sam2_2d([sample], protocol.prompt_cfg(), protocol.rng(sample.get("case_id", "")))
+
+
 @torch.no_grad()
 def evaluate_2d(
-    task, model, ctx, *, vis_dir: Path | None = None, threshold: float = 0.0, limit: int | None = None
+    task,
+    model,
+    ctx,
+    *,
+    vis_dir: Path | None = None,
+    threshold: float | None = None,
+    limit: int | None = None,
+    protocol: EvalProtocol | None = None,
 ):
-    """Score every validation image; returns (summary {"val/dice", ...}, rows, {name: image})."""
+    """Score every validation image; returns (summary {"val/dice", ...}, rows, {name: image}).
+
+    The model-specific part is ``task.predict(model, batch) -> logits [N,S,S]`` per object. Metrics are
+    computed on each image's own grid (logits resized bilinearly to (H, W)) with its own spacing.
+    """
     samples = ctx.val_samples
     if samples is None or len(samples) == 0:
         return {}, [], {}
+    protocol = protocol or EvalProtocol.from_cfg(ctx.cfg)
+    thr = protocol.threshold if threshold is None else float(threshold)
     limit = limit if limit is not None else ctx.cfg.trainer.get("limit_val_batches")
-    n = len(samples) if not limit else min(len(samples), int(limit))
-    acc = MetricAccumulator()
-    images = {}
     n_vis = int(ctx.cfg.get("vis_max_cases", 8))
     classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
-    for i in tqdm(
-        range(n), desc="validate", leave=False, disable=not ctx.cfg.trainer.get("progress_bar", True)
-    ):
-        s = samples.get(i, np.random.default_rng([int(ctx.cfg.seed), 10_000_019, i]))
-        batch = ctx.collate([s]).to(ctx.device)
+    pt = protocol.prompt.type
+
+    def evaluate_case(i: int) -> CaseResult:
+        s = samples.get(i, np.random.default_rng([0, i]))  # no augmentation at evaluation
+        batch = eval_batch_2d(s, protocol).to(ctx.device)
         size = tuple(batch.images.shape[-2:])
         lab = torch.as_tensor(s["label"]).reshape(size)
         logits = task.predict(model, batch) if batch.masks.shape[0] else batch.images.new_zeros((0, *size))
-        pred = objects_to_label_map(logits.float(), batch.obj_class, size, threshold)
+        pred = objects_to_label_map(logits.float(), batch.obj_class, size, thr)
         if s.get("label_orig") is not None:  # score on the image's own grid, logits resized as SAM2 does
             target = np.asarray(s["label_orig"])
             hw = target.shape
-            up = F.interpolate(logits.float()[None], size=hw, mode="bilinear", align_corners=False)[0]
-            scored = objects_to_label_map(up, batch.obj_class, hw, threshold).cpu().numpy()
+            vh, vw = s.get("valid_hw") or size  # a longest-side resize pads: the padding is not image
+            up = logits.float()[None, :, :vh, :vw]
+            up = F.interpolate(up, size=hw, mode="bilinear", align_corners=False)[0]
+            scored = objects_to_label_map(up, batch.obj_class, hw, thr).cpu().numpy()
             sp = s["spacing_orig"]
         else:
             target, scored, sp = lab.cpu().numpy(), pred.cpu().numpy(), s.get("spacing", (1.0, 1.0, 1.0))
-        acc.add_case(scored, target, (float(sp[-2]), float(sp[-1])), classes, case_id=str(s["case_id"]))
+        images = {}
         if vis_dir is not None and i < n_vis:
-            pt = str(ctx.cfg.prompt.get("type", "box"))
             grid = panel_grid(
                 batch.images[0],
                 lab.cpu().numpy(),
@@ -73,8 +251,41 @@ def evaluate_2d(
                 point_labels=batch.point_labels.cpu().numpy() if pt == "click" else None,
             )
             save_png(grid, Path(vis_dir) / f"{s['case_id']}.png")
-            if len(images) < 4:
-                images[f"val_images/{s['case_id']}"] = grid
-    summ = acc.summary()
-    summary = {f"val/{k}": float(v) for k, v in summ.items()}
-    return summary, acc.rows, images
+            images[f"val_images/{s['case_id']}"] = grid
+        return CaseResult(
+            str(s["case_id"]), scored, target, (float(sp[-2]), float(sp[-1])), classes, images,
+            spacing_unit=s.get("spacing_unit", "mm"),
+        )  # fmt: skip
+
+    return run_evaluation(
+        len(samples),
+        evaluate_case,
+        protocol,
+        limit=limit,
+        progress=bool(ctx.cfg.trainer.get("progress_bar", True)),
+        desc="validate",
+    )
+
+
+def protocol_of(task) -> EvalProtocol | None:
+    """The protocol a task evaluates with (``task.eval_protocol`` or built from its run config)."""
+    p = getattr(task, "eval_protocol", None)
+    if p is not None:
+        return p
+    cfg = getattr(task, "cfg", None)
+    return EvalProtocol.from_cfg(cfg) if cfg is not None and "prompt" in cfg else None
+
+
+def protocol_record(task) -> dict | None:
+    p = protocol_of(task)
+    return p.record() if p is not None else None
+
+
+__all__: Sequence[str] = (
+    "CaseResult",
+    "EvalProtocol",
+    "evaluate_2d",
+    "objects_to_label_map",
+    "protocol_record",
+    "run_evaluation",
+)

@@ -6,8 +6,9 @@ Intensity (``dataset.intensity``):
   * ``modality: rgb``: /255 (also for grey uint8 images, e.g. BTCV jpgs and MedSAM2 npz).
   * ``modality: minmax``: per-case min-max; ``modality: none``: values already in [0, 1] (clipped).
 
-Resize: the image goes to ``image_size x image_size`` (no aspect preservation, like SAM2's own loader)
-with bilinear interpolation and ``antialias=True`` (a proper low-pass when shrinking); labels use
+Resize: the image goes to ``image_size x image_size`` (no aspect preservation, like SAM2's own loader;
+or, with ``resize="longest_side"`` from a model's ``preprocess``, longest side to ``image_size`` and
+zero padding at the bottom/right, like SAM's predictor) with bilinear interpolation and ``antialias=True`` (a proper low-pass when shrinking); labels use
 ``nearest-exact``. Augmentations (``augment_cfg``: list of ``_target_`` MONAI dictionary transforms, keys
 ``image``/``label``) run on the resized [0, 1] image, channel-first with slices folded into channels, so
 every slice of a volume gets the same spatial transform. Then grey is repeated to 3 channels and
@@ -145,11 +146,33 @@ def _plain(t: Any) -> torch.Tensor:
     return t
 
 
+def _square(h: int, w: int, s: int) -> tuple[int, int]:
+    return s, s
+
+
+def _longest_side(h: int, w: int, s: int) -> tuple[int, int]:
+    scale = s / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+# model.preprocess.resize -> (H, W, S) -> resized (h, w); anything smaller than S x S is zero-padded
+# at the bottom/right (after normalisation, as SAM's predictor pads), labels with background
+RESIZE: dict[str, Callable[[int, int, int], tuple[int, int]]] = {
+    "square": _square,  # stretched to S x S (SAM2's loader, MedSAM)
+    "longest_side": _longest_side,  # aspect kept, longest side S (SAM's ResizeLongestSide)
+}
+
+
 class CaseTransform:
     """Callable raw case -> model input (see :func:`build_transform`)."""
 
-    def __init__(self, intensity: dict, image_size: int, augment: Callable | None = None):
+    def __init__(
+        self, intensity: dict, image_size: int, augment: Callable | None = None, resize: str = "square"
+    ):
+        if resize not in RESIZE:
+            raise DataError(f"model.preprocess.resize: '{resize}' is not one of {sorted(RESIZE)}")
         self.intensity, self.image_size, self.augment = intensity, int(image_size), augment
+        self.resize = RESIZE[resize]
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -165,7 +188,8 @@ class CaseTransform:
         x = torch.from_numpy(apply_intensity(image, case.get("intensity_window") or self.intensity))
         x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]  # (D, C, H, W)
         s = self.image_size
-        x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+        th, tw = self.resize(h, w, s)
+        x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
         label = case.get("label")
         y = None
         if label is not None:
@@ -177,36 +201,45 @@ class CaseTransform:
                 )
             y = (
                 F.interpolate(
-                    torch.from_numpy(lab.astype(np.float32))[:, None], size=(s, s), mode="nearest-exact"
+                    torch.from_numpy(lab.astype(np.float32))[:, None], size=(th, tw), mode="nearest-exact"
                 )[:, 0]
                 .round()
                 .long()
             )
         if self.augment is not None:
             c = x.shape[1]
-            data = {"image": x.reshape(d * c, s, s)}
+            data = {"image": x.reshape(d * c, th, tw)}
             if y is not None:
                 data["label"] = y.float()
             data = self.augment(data)
-            x = _plain(data["image"]).reshape(d, c, s, s).float().clamp(0, 1)
+            x = _plain(data["image"]).reshape(d, c, th, tw).float().clamp(0, 1)
             if y is not None:
-                y = _plain(data["label"]).round().long().reshape(d, s, s)
+                y = _plain(data["label"]).round().long().reshape(d, th, tw)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = ((x - self.mean) / self.std).contiguous()
+        if (th, tw) != (s, s):
+            x = F.pad(x, (0, s - tw, 0, s - th))
+            y = F.pad(y, (0, s - tw, 0, s - th)) if y is not None else None
         sz, sy, sx = case.get("spacing", (1.0, 1.0, 1.0))
         out = {k: v for k, v in case.items() if k not in ("image", "label")}
         out.update(
             image=x.float(),
             label=y,
-            spacing=(float(sz), float(sy) * h / s, float(sx) * w / s),
+            spacing=(float(sz), float(sy) * h / th, float(sx) * w / tw),
             orig_shape=(d, h, w),
+            valid_hw=(th, tw),
         )
         return out
 
 
 def build_transform(
-    intensity_cfg: Any, image_size: int, augment_cfg: Any = None, *, seed: int | None = None
+    intensity_cfg: Any,
+    image_size: int,
+    augment_cfg: Any = None,
+    *,
+    seed: int | None = None,
+    resize: str = "square",
 ) -> CaseTransform:
     """Build the case transform.
 
@@ -215,12 +248,17 @@ def build_transform(
         image_size: output side S.
         augment_cfg: optional list of MONAI dict transform configs with ``_target_`` (training only).
         seed: optional seed for the augmentations' random state.
+        resize: ``square`` (stretch to S x S) or ``longest_side`` (keep the aspect, pad to S x S); a
+            model's choice (``model.preprocess.resize``).
 
     Returns:
         Callable on a raw case dict (or one slice of it) returning ``image`` float32 (D, 3, S, S)
         ImageNet-normalised, ``label`` int64 (D, S, S) or None, ``spacing`` of the resized grid
-        (sz, sy*H/S, sx*W/S), ``orig_shape`` (D, H, W) and the other keys of the case unchanged.
+        (sz, sy*H/h, sx*W/w), ``orig_shape`` (D, H, W), ``valid_hw`` (h, w) (the image part of the
+        S x S grid, the rest is padding) and the other keys of the case unchanged.
     """
     if int(image_size) <= 0:
         raise DataError(f"image_size: must be positive, got {image_size}")
-    return CaseTransform(parse_intensity(intensity_cfg), int(image_size), build_augment(augment_cfg, seed))
+    return CaseTransform(
+        parse_intensity(intensity_cfg), int(image_size), build_augment(augment_cfg, seed), resize=resize
+    )

@@ -42,19 +42,25 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
-def apply_trainable(model: torch.nn.Module, trainable: str | list[str]) -> None:
+def apply_trainable(
+    model: torch.nn.Module, trainable: str | list[str], presets: dict[str, list[str]] | None = None
+) -> None:
     """Set ``requires_grad`` from a preset name or a list of name patterns (fnmatch).
+
+    Args:
+        presets: the model family's preset table (default: SAM2's :data:`PRESETS`).
 
     Raises:
         ValueError: unknown preset, or patterns that match no parameter.
     """
+    presets = PRESETS if presets is None else presets
     if isinstance(trainable, str):
-        if trainable not in PRESETS:
+        if trainable not in presets:
             raise ValueError(
-                f"model.trainable={trainable!r} is not a preset; choose one of {sorted(PRESETS)} "
+                f"model.trainable={trainable!r} is not a preset; choose one of {sorted(presets)} "
                 "or give a list of parameter-name patterns"
             )
-        patterns = PRESETS[trainable]
+        patterns = presets[trainable]
     else:
         patterns = list(trainable)
         names = [n for n, _ in model.named_parameters()]

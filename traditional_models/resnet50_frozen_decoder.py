@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import torch
@@ -9,9 +11,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from medseg.weights import weights_record
+
 from traditional_models import SemanticSegmenter
 
-__all__ = ["ResNet50FrozenDecoder", "load_resnet_weights"]
+__all__ = ["ResNet50FrozenDecoder", "load_resnet_weights", "simple_decoder"]
 
 
 def load_resnet_weights(model: nn.Module, path: str | Path) -> None:
@@ -49,6 +53,22 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def simple_decoder(in_channels: int, channels: int, num_classes: int) -> nn.Sequential:
+    """Conv-BN-ReLU x2 -> ConvTranspose (x2) x2 -> 1x1 conv: a stride-s feature map to s/4 logits."""
+    c = int(channels)
+    if c < 4:
+        raise ValueError(f"decoder_channels must be >= 4, got {channels!r}")
+    return nn.Sequential(
+        _conv_bn_relu(int(in_channels), c),
+        _conv_bn_relu(c, c),
+        nn.ConvTranspose2d(c, c // 2, 2, stride=2),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(c // 2, c // 4, 2, stride=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c // 4, int(num_classes), 1),
+    )
+
+
 class ResNet50FrozenDecoder(SemanticSegmenter):
     """ResNet-50 (up to ``layer4``, stride 32, frozen, BN kept in eval) + trainable decoder.
 
@@ -76,6 +96,12 @@ class ResNet50FrozenDecoder(SemanticSegmenter):
         resnet = torchvision.models.resnet50(weights=None)
         if encoder_weights is not None:
             load_resnet_weights(resnet, encoder_weights)
+        else:
+            logging.getLogger(__name__).warning(
+                "%s encoder: random init (model.net.encoder_weights not given; nothing is downloaded)",
+                type(self).__name__,
+            )
+        self.encoder_weights_info = weights_record(encoder_weights)
         self.encoder = nn.Sequential(
             resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,
@@ -83,16 +109,7 @@ class ResNet50FrozenDecoder(SemanticSegmenter):
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.encoder.eval()
-        c = int(decoder_channels)
-        self.decoder = nn.Sequential(
-            _conv_bn_relu(2048, c),
-            _conv_bn_relu(c, c),
-            nn.ConvTranspose2d(c, c // 2, 2, stride=2),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(c // 2, c // 4, 2, stride=2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c // 4, self.num_classes, 1),
-        )
+        self.decoder = simple_decoder(2048, int(decoder_channels), self.num_classes)
 
     def train(self, mode: bool = True) -> ResNet50FrozenDecoder:
         """Switch the decoder's mode; the frozen encoder always stays in eval mode (fixed BN statistics)."""

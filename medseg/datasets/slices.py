@@ -22,11 +22,16 @@ class Slices2D:
     """
 
     def __init__(
-        self, volume_dataset: CaseDataset, only_labelled: bool = True, transform: Callable | None = None
+        self,
+        volume_dataset: CaseDataset,
+        only_labelled: bool = True,
+        transform: Callable | None = None,
+        keep: set[tuple[str, int]] | None = None,
     ):
         self.volumes = volume_dataset
         self.only_labelled = only_labelled
         self.transform = transform
+        self.keep = keep  # only these (volume, z) slices (see largest_slices), None = all
         self._index: list[tuple[str, int]] | None = None
         self._cache: tuple[str, dict] | None = None
 
@@ -46,7 +51,7 @@ class Slices2D:
                     index += [(vid, z) for z in range(depth)]
                 else:
                     index += [(vid, int(z)) for z in np.flatnonzero(case["label"].reshape(depth, -1).any(1))]
-            self._index = index
+            self._index = index if self.keep is None else [k for k in index if k in self.keep]
         return self._index
 
     @property
@@ -68,7 +73,7 @@ class Slices2D:
         unknown = [i for i in ids if i not in known]
         if unknown:
             raise DataError(f"{self.volumes.root}: unknown slice ids {unknown[:5]}")
-        view = Slices2D(self.volumes, self.only_labelled, self.transform)
+        view = Slices2D(self.volumes, self.only_labelled, self.transform, self.keep)
         view._index = [self._parse(i) for i in ids]
         return view
 
@@ -95,3 +100,21 @@ class Slices2D:
     @property
     def label_names(self) -> dict[int, str]:
         return self.volumes.label_names
+
+
+def largest_slices(volumes: CaseDataset, k: int) -> set[tuple[str, int]]:
+    """The ``k`` labelled slices ``(volume id, z)`` of ``volumes`` with the largest foreground area
+    (``dataset.max_slices``; ties keep volume and slice order). Chosen over the whole dataset, before the
+    split, so every split keeps its share."""
+    if int(k) < 1:
+        raise DataError(f"dataset.max_slices: expected a positive number, got {k!r}")
+    areas = []
+    for vid in volumes.case_ids:
+        label = volumes.load_case(vid)["label"]
+        if label is None:
+            continue
+        per_slice = (np.asarray(label).reshape(label.shape[0], -1) > 0).sum(1)
+        for z in np.flatnonzero(per_slice):
+            areas.append((-int(per_slice[z]), len(areas), vid, int(z)))
+    areas.sort()
+    return {(vid, int(z)) for _, _, vid, z in areas[: int(k)]}
