@@ -1,0 +1,69 @@
+"""Strict loading of SAM / MedSAM weights: Meta's and MedSAM's raw state dicts and our checkpoints.
+
+Files are read by :func:`sam2_train.checkpoint.read_checkpoint` (``weights_only=True``; one
+:class:`~sam2_train.checkpoint.CheckpointError` line naming the file for a missing, empty, truncated or
+code-carrying file). Here: the variant check (a ViT-L file into ViT-B is refused, naming the file and the
+variant it holds), grid interpolation to the model's image size, then key and shape checks before
+``load_state_dict(strict=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+from sam2_train.checkpoint import guess_variant as guess_sam2_variant
+
+# image-encoder width -> variant (MedSAM is a ViT-B)
+_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+def guess_variant(state_dict: dict) -> str | None:
+    """``vit_b`` | ``vit_l`` | ``vit_h`` from the patch-embedding width, or None if not a SAM state dict."""
+    w = state_dict.get("image_encoder.patch_embed.proj.weight")
+    return _WIDTHS.get(int(w.shape[0])) if isinstance(w, torch.Tensor) and w.ndim == 4 else None
+
+
+def load_sam_weights(model: torch.nn.Module, path: str | Path, *, variant: str | None = None) -> dict:
+    """Load a SAM-family file into ``model`` (a :class:`sam_family.model.SamNet`) strictly.
+
+    Returns:
+        the checkpoint object read from ``path``.
+
+    Raises:
+        CheckpointError: one line naming ``path`` and the problem.
+    """
+    from sam_family.build import adapt_state_dict
+
+    obj = read_checkpoint(path)
+    sd = state_dict_of(obj, path)
+    found = guess_variant(sd)
+    if variant is not None and found is not None and found != variant:
+        raise CheckpointError(
+            f"{path}: checkpoint is for SAM {found!r} but model.variant is {variant!r} "
+            f"(choose model=sam_{found} or the matching checkpoint)"
+        )
+    sd = adapt_state_dict(sd, model)
+    expected = model.state_dict()
+    looks = found or guess_sam2_variant(sd)
+    hint = f"; it looks like {looks!r}" if looks else ""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
+        raise CheckpointError(f"{path}: keys do not match SAM {variant or 'model'}: {'; '.join(parts)}{hint}")
+    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(
+            f"{path}: {len(bad)} tensors have the wrong shape, e.g. {k}: file {tuple(sd[k].shape)} vs "
+            f"model {tuple(expected[k].shape)}{hint}"
+        )
+    model.load_state_dict(sd, strict=True)
+    return obj
