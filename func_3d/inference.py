@@ -2,11 +2,14 @@
 
 Outputs in ``output_dir``:
 
-- ``<case>.npy``: integer labels. For NIfTI/ITK input it equals voxel for voxel the data array of
-  ``<case>.nii.gz`` (written beside it with the input's shape, affine and header, so viewers overlay it on
-  the input), i.e. nibabel's (i, j, k) order; for slice layouts (BTCV jpg folders, npz) it is (D, H, W)
-  in slice-file order.
-- ``metrics.csv``: case x organ Dice, IoU, HD95 (mm) when labels exist.
+- ``<case>.npy``: integer labels (D, H, W) = (slice, row, column) for every layout, slices in the
+  input's order: the array :mod:`medseg.io` reads (NIfTI: nibabel's data ``.transpose(2, 1, 0)``, so
+  index [k, j, i]; ITK/DICOM: SimpleITK's ``GetArrayFromImage``; BTCV: slice files by integer k; npz:
+  the stored order).
+- ``<case>.nii.gz`` beside it when the input has an image header (NIfTI, ITK ``.mha``/``.nrrd``, DICOM):
+  the input's shape, affine and header, so viewers overlay it on the input.
+- ``metrics.csv``: case x organ Dice, IoU, HD95 and its ``hd95_unit`` (mm, or voxel without spacing)
+  when labels exist.
 - ``vis/<case>_z###.png`` with ``save_vis=true``.
 
 Prompts come from the labels (key slice box of each organ, or every ``prompt.freq``-th slice) or, for
@@ -17,20 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from func_3d.task import volume_pictures
-from func_3d.volume import VolumePrompts, prompts_from_label, segment_volume
+from func_3d.task import refuse_automatic_3d, volume_pictures, volume_prompts
+from func_3d.volume import VolumePrompts, segment_volume
 from medseg.datasets import build_dataset
 from medseg.errors import DataError
-from medseg.metrics import MetricAccumulator
-from medseg.prompts import PromptConfig
+from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
+from medseg.io import write_like
 from medseg.runtime import pick_device, seed_everything
 from medseg.splits import resolve_splits
 from medseg.tables import write_csv
@@ -40,7 +41,6 @@ from sam2_train.build import build_sam2_model
 from sam2_train.checkpoint import CheckpointError, guess_variant, read_checkpoint, state_dict_of
 
 log = logging.getLogger(__name__)
-GEOMETRY_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, str, int]:
@@ -168,11 +168,6 @@ def _targets(out_dir: Path, case_id: str, geometric: bool) -> list[Path]:
     return [out_dir / f"{case_id}.npy"] + ([out_dir / f"{case_id}.nii.gz"] if geometric else [])
 
 
-def _is_geometric(source) -> bool:
-    s = str(source).lower()
-    return s.endswith(GEOMETRY_SUFFIXES) or (bool(source) and Path(source).is_dir())
-
-
 def run_inference(cfg: DictConfig) -> list[dict]:
     """The whole of ``inference_3d.py``; returns the metric rows (empty without labels)."""
     seed_everything(int(cfg.seed))
@@ -193,6 +188,14 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     if not ids:
         raise DataError(f"{cfg.dataset.root}: split {split!r} has no cases")
     file_prompts = load_prompts_file(cfg.prompts_file, label_names) if cfg.get("prompts_file") else None
+    if file_prompts is not None and not set(file_prompts) & set(ids):
+        raise DataError(
+            f"{cfg.prompts_file}: prompts_file names no case of split {split!r} "
+            f"(it names {sorted(file_prompts)[:3]}; the split has {sorted(ids)[:3]}...)"
+        )
+    from medseg.rundir import check_output_folder
+
+    check_output_folder(out_dir, overwrite=bool(cfg.overwrite))  # earlier outputs, metrics.csv included
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / ".write_test"
@@ -208,10 +211,14 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 "or another output_dir"
             )
     transform = build_transform(cfg.dataset.intensity, size)
-    prompt_cfg = PromptConfig.from_cfg(cfg.prompt)
+    protocol = EvalProtocol.from_cfg(cfg)
+    if file_prompts is None:
+        refuse_automatic_3d(protocol.prompt)
     f3 = cfg.func_3d
-    acc = MetricAccumulator()
-    for case_id in tqdm(ids, desc="volumes"):
+    metric_rows: list[dict] = []
+
+    def evaluate_case(i: int) -> CaseResult | None:
+        case_id = ids[i]
         raw = dataset.load_case(case_id)
         image = np.asarray(raw["image"])
         D, H, W = image.shape[:3]
@@ -224,19 +231,17 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 log.warning(
                     "%s: no prompts for case %s in %s; skipped", cfg.prompts_file, case_id, cfg.prompts_file
                 )
-                continue
+                return None
             vp = prompts_from_file(file_prompts[case_id], (D, H, W), size, case_id, str(cfg.prompts_file))
         elif label is not None:
-            lab_s = transform(raw)["label"].numpy()
-            present = [k for k in names if (lab_s == k).any()]
-            vp = prompts_from_label(lab_s, present, prompt_cfg, mode=str(f3.val_prompt))
+            vp = volume_prompts(transform(raw)["label"].numpy(), names, protocol, case_id)
         else:
             raise DataError(f"{case_id}: no label to draw prompts from: give prompts_file=FILE.json")
         pred = segment_volume(
             model,
             s["image"],
             vp,
-            prompt_cfg.type,
+            protocol.prompt.type if file_prompts is None else "box",
             (H, W),
             threshold=float(f3.threshold),
             offload=bool(f3.offload),
@@ -244,37 +249,51 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             exact=bool(f3.get("exact_parity", False)),
             progress=True,
         )
+        spacing = tuple(float(x) for x in raw["spacing"])
+        target = np.asarray(label) if label is not None else None
+        res = CaseResult(case_id, pred, target, spacing, names, spacing_unit=raw.get("spacing_unit", "mm"))
+        res.raw, res.vp = raw, vp  # for the writers below
+        return res
+
+    def write_case(res: CaseResult, rows: list[dict]) -> None:
+        raw, pred, case_id = res.raw, res.pred, res.case_id
         geom = raw["geometry"]
-        geometric = _is_geometric(getattr(geom, "source", ""))
+        geometric = bool(getattr(geom, "oriented", False))  # an image header to overlay on
         npy, *nii = _targets(out_dir, case_id, geometric)
         if geometric:
-            from medseg.io import write_like
-
             write_like(pred, geom, nii[0], overwrite=True)
-            import nibabel as nib
-
-            data = np.asarray(nib.load(str(nii[0])).dataobj)
-        else:
-            data = pred.astype(np.int16 if pred.max() > 255 else np.uint8)
-        tmp = npy.with_suffix(".npy.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, data)
-        os.replace(tmp, npy)
-        if label is not None:
-            acc.add_case(
-                pred, np.asarray(label), tuple(float(x) for x in raw["spacing"]), names, case_id=case_id
-            )
-            write_csv(out_dir / "metrics.csv", acc.rows)
+        write_like(pred, geom, npy, overwrite=True)  # (D, H, W) in slice order, whatever the layout
+        if rows:
+            metric_rows.extend(rows)
+            write_csv(out_dir / "metrics.csv", metric_rows)
         if cfg.save_vis:
-            for z, g in volume_pictures(raw, pred, transform, vp, n=int(cfg.vis_slices)).items():
+            for z, g in volume_pictures(raw, pred, transform, res.vp, n=int(cfg.vis_slices)).items():
                 save_png(g, out_dir / "vis" / f"{case_id}_z{z:03d}.png")
-    if acc.rows:
-        summ = acc.summary()
+
+    summary, _, _ = run_evaluation(len(ids), evaluate_case, protocol, desc="volumes", on_case=write_case)
+    write_inference_summary(out_dir, cfg, model, protocol, summary, split, len(ids))
+    if summary:
         print(
             "per-organ Dice:",
-            "  ".join(f"{k[5:]}={v:.3f}" for k, v in summ.items() if k.startswith("dice/")),
-            f"| mean {summ['dice']:.3f}",
+            "  ".join(f"{k[9:]}={v:.3f}" for k, v in summary.items() if k.startswith("val/dice/")),
+            f"| mean {summary['val/dice']:.3f}",
             flush=True,
         )
     print(f"predictions in {out_dir}", flush=True)
-    return acc.rows
+    return metric_rows
+
+
+def write_inference_summary(out_dir: Path, cfg, model, protocol, summary: dict, split: str, n: int) -> None:
+    """``run_summary.json`` of an inference run: weights (path, sha256), protocol, split, mean scores."""
+    from medseg.runtime import atomic_write_text
+
+    info = {
+        "task": "inference_3d",
+        "checkpoint": str(cfg.checkpoint),
+        "weights": getattr(model, "weights_info", None),
+        "eval_protocol": protocol.record(),
+        "split": split,
+        "cases": n,
+        "summary": summary,
+    }
+    atomic_write_text(out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

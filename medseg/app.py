@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from medseg.context import prepare_data, setup_runtime
 from medseg.engine import Engine
-from medseg.errors import DataError
+from medseg.evaluation import protocol_record
 from medseg.runtime import resolve_batch_size
+from medseg.weights import describe, resolve_checkpoint, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
         if isinstance(e.__cause__, (ValueError, FileNotFoundError, RuntimeError)):
             raise e.__cause__ from None
         raise
+    if getattr(model, "weights_info", None) is None:  # the builder did not load model.checkpoint itself
+        model.weights_info = load_run_checkpoint(model, cfg)
+    log.info("weights: %s", describe(model.weights_info))
     if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
         return model
     from sam2_train.activation import set_activation_checkpointing
@@ -53,21 +57,45 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
-def check_data(cfg: DictConfig, ctx) -> None:
-    """Fast integrity check of every case before step 1 (``verify_data=false`` skips it)."""
-    if not cfg.get("verify_data", True) or not ctx.dist.is_main:
-        return
-    from medseg.verify import verify_dataset
+def load_run_checkpoint(model, cfg: DictConfig) -> dict:
+    """Honour ``model.checkpoint`` for models whose builder does not (baselines): our ``checkpoint_*.pth``
+    (or a bare state dict) loaded strictly; ``null`` = random init (WARNING). Returns the weights record,
+    with the encoder's own record (``encoder``) when the model has one."""
+    name = str(cfg.model.get("name", "model"))
+    path = resolve_checkpoint(
+        cfg.model.get("checkpoint"),
+        default=cfg.model.get("default_checkpoint"),
+        hint=OmegaConf.select(cfg, "model.net.download_hint"),
+        what=name,
+    )
+    if path is not None:
+        if isinstance(model, torch.nn.Module):
+            from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
 
-    problems = verify_dataset(ctx.dataset, fast=True)
-    if problems:
-        shown = "; ".join(problems[:5])
-        more = (
-            f" (+{len(problems) - 5} more; run tools/verify_dataset.py for the full list)"
-            if len(problems) > 5
-            else ""
-        )
-        raise DataError(f"{cfg.dataset.root}: {len(problems)} problem(s) in the dataset: {shown}{more}")
+            sd = state_dict_of(read_checkpoint(path), path)
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{path}: keys do not match model={name} ({len(missing)} missing, first "
+                    f"{missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]})"
+                )
+        elif hasattr(model, "use_checkpoint"):  # YOLO: a .pt of ultralytics or our checkpoint beside one
+            model.use_checkpoint(path)
+    if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
+        path = Path(model.weights_file)
+    extra = {}
+    enc = getattr(model, "encoder_weights_info", None)
+    if enc is not None:
+        extra["encoder"] = enc
+    return weights_record(path, **extra)
+
+
+def check_data(cfg: DictConfig, ctx) -> None:
+    """Integrity check of every case (see :func:`medseg.verify.preflight`; run by :func:`run` before the
+    splits are written)."""
+    from medseg.verify import preflight
+
+    preflight(cfg, ctx.dataset, is_main=ctx.dist.is_main)
 
 
 def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
@@ -75,6 +103,9 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
 
     Returns the best value of ``trainer.monitor`` (or ``optimized_metric``) for Hydra sweepers.
     """
+    from medseg.config_check import validate_config
+
+    validate_config(cfg)  # also done by medseg.rundir's callback before Hydra writes the run folder
     out = output_dir(cfg)
     batch = resolve_batch_size(cfg, mode)
     if str(cfg.trainer.batch_size) != str(batch):
@@ -88,9 +119,10 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         cfg.trainer.batch_size = batch
     device, dist_info = setup_runtime(cfg)
     model = build_model(cfg, device)
-    ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info)
-    check_data(cfg, ctx)
+    ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
     task = instantiate(cfg.model[task_key])(cfg=cfg, ctx=ctx)
+    if hasattr(task, "prepare_model"):  # e.g. learned class prompts of the automatic mode
+        task.prepare_model(model)
     engine = Engine(
         cfg=cfg,
         task=task,
@@ -98,7 +130,12 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         out_dir=out,
         device=device,
         dist_info=dist_info,
-        extra_state={"model_cfg": OmegaConf.to_container(cfg.model, resolve=True), "splits": ctx.splits},
+        extra_state={
+            "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+            "splits": ctx.splits,
+            "weights": getattr(model, "weights_info", None),
+            "eval_protocol": protocol_record(task),
+        },
     )
     if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
         engine.model = (

@@ -10,15 +10,20 @@ A *task* supplies the model-specific parts::
 The engine does the rest: epochs/steps, per-epoch seeded data order (exact resume mid-run),
 gradient accumulation and clipping, bf16 autocast on CUDA, validation every ``val_freq`` epochs,
 ``checkpoint_last.pth`` / ``checkpoint_best.pth`` written atomically, NaN/inf guard, tqdm,
-TensorBoard, ``metrics.csv`` / ``val_cases.csv``, and data parallelism over torchrun processes
-(gradients all-reduced after each accumulation window, which is what DDP computes).
+TensorBoard, ``metrics.csv`` / ``val_cases.csv`` (appended to when a run resumes in its own folder), data
+parallelism with ``DistributedDataParallel`` over torchrun / SLURM / submitit processes
+(``medseg/distributed.py``), mid-epoch checkpoints (``trainer.save_every_n_steps``) and a clean stop on
+SIGTERM / SIGUSR1 / Ctrl-C that writes ``checkpoint_last.pth`` at the current step
+(``medseg/preemption.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -28,9 +33,11 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from medseg.distributed import wrap_for_training
 from medseg.optim import build_optimizer, build_scheduler
+from medseg.preemption import PreemptionGuard
 from medseg.runtime import DistInfo, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
-from medseg.tables import write_csv
+from medseg.tables import append_csv, keep_rows, read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,8 @@ class Engine:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self.train_model = None  # TrainStep(model, task), in DistributedDataParallel when distributed
+        self.epoch_progress: dict | None = None  # loss sums of the epoch so far (mid-epoch checkpoints)
         self.best = {"metric": str(self.t.monitor), "value": None, "epoch": None}
         self.writer = None
         self.amp = bool(self.t.amp) and device.type == "cuda"
@@ -121,15 +130,15 @@ class Engine:
             total = min(total, int(self.t.max_steps))
         self.total_steps = total
         self.scheduler = build_scheduler(self.cfg.scheduler, self.optimizer, total)
-        if self.dist.enabled:  # same start everywhere
-            for p in self.model.state_dict().values():
-                dist.broadcast(p.data if isinstance(p, torch.nn.Parameter) else p, src=0)
 
     def _open_writer(self):
-        if self.dist.is_main and self.cfg.logger.get("tensorboard", False) and self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+        """The ``logger=`` backends (medseg.loggers), rank 0 only; they receive the resolved config."""
+        if self.writer is None:
+            from medseg.loggers import build_loggers, loggable_config
 
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self.writer = build_loggers(self.cfg.get("logger"), self.out_dir, is_main=self.dist.is_main)
+            if self.writer:
+                self.writer.log_hparams(loggable_config(self.cfg))
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -141,6 +150,7 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "epoch_progress": self.epoch_progress,
             "step": self.step,
             "rng": rng_state(),
             "best": dict(self.best),
@@ -172,6 +182,9 @@ class Engine:
                 else "is not a training checkpoint of this suite"
             )
             raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+        from medseg.config_check import check_resume_model
+
+        check_resume_model(ck.get("model_cfg"), self.extra_state.get("model_cfg"), path)
         missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
         if missing or unexpected:
             raise CheckpointError(
@@ -181,12 +194,58 @@ class Engine:
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.batch_in_epoch, self.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
+        self.epoch_progress = ck.get("epoch_progress")
         self.best = ck["best"]
         self.history = list(ck.get("history", []))
         set_rng_state(ck["rng"])
         if hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(ck.get("task", {}))
-        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+        log.info(
+            "resumed from %s at epoch %d, batch %d of the epoch, step %d", path, self.epoch, self.batch_in_epoch, self.step
+        )
+
+    def _resume_path(self) -> Path | None:
+        """``trainer.resume``: a checkpoint path, or ``auto`` = this run folder's ``checkpoint_last.pth``
+        when there is one (a requeued SLURM job starts again in the same folder)."""
+        r = self.t.get("resume")
+        if not r:
+            return None
+        if str(r) == "auto":
+            last = self.out_dir / "checkpoint_last.pth"
+            return last if last.exists() else None
+        return Path(str(r))
+
+    def _init_tables(self, resumed: Path | None) -> None:
+        """A run resumed in its own folder appends to its ``metrics.csv`` / ``val_cases.csv`` (rows after
+        the checkpoint, if any, are dropped: they are redone); elsewhere the tables start from the
+        checkpoint's history (and the earlier folder's ``val_cases.csv``)."""
+        if not self.dist.is_main:
+            return
+        metrics, cases = self.out_dir / "metrics.csv", self.out_dir / "val_cases.csv"
+
+        def done(r):
+            return int(float(r.get("epoch") or 0)) <= self.epoch
+
+        if resumed is not None and resumed.resolve().parent == self.out_dir.resolve():
+            n = keep_rows(metrics, done) + keep_rows(cases, done)
+            if n:
+                log.info("dropped %d table rows written after %s", n, resumed)
+            if not metrics.exists():
+                self._write_tables()
+            return
+        for f in (metrics, cases):  # a new run (or a run started again from scratch here)
+            f.unlink(missing_ok=True)
+        self._write_tables()
+        old = resumed.parent / "val_cases.csv" if resumed is not None else None
+        if old is not None and old.exists():
+            rows = [r for r in read_csv(old) if done(r)]
+            if rows:
+                write_csv(cases, rows)
+
+    def _add_row(self, row: dict) -> None:
+        self.history.append(row)
+        if self.dist.is_main:
+            append_csv(self.out_dir / "metrics.csv", [self._csv_row(row)])
 
     # ------------------------------------------------------------------ loop
     def _loader(self, batches: list[list[int]], epoch: int):
@@ -204,19 +263,30 @@ class Engine:
             prefetch_factor=2 if nw > 0 else None,
         )
 
-    def _all_reduce_grads(self):
-        if not self.dist.enabled:
-            return
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.dist.world_size
-        off = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
-            off += n
+    def _stop_signal(self, guard: PreemptionGuard) -> int | None:
+        """The signal received by any process (all ranks stop after the same step)."""
+        s = float(guard.signum or 0)
+        if self.dist.enabled:
+            t = torch.tensor([s], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            s = float(t.item())
+        return int(s) or None
+
+    def _stop(self, guard: PreemptionGuard, signum: int, n_batches: int) -> None:
+        last = self.out_dir / "checkpoint_last.pth"
+        if self.dist.enabled:
+            dist.barrier()  # rank 0 has written the checkpoint
+        where = (
+            f"batch {self.batch_in_epoch} of {n_batches} in epoch {self.epoch + 1}"
+            if self.batch_in_epoch
+            else f"the end of epoch {self.epoch}"
+        )
+        guard.finish(
+            signum,
+            f"stopped by {signal.Signals(signum).name} after step {self.step} ({where}): wrote {last}; "
+            f"resume with trainer.resume={last}",
+            is_main=self.dist.is_main,
+        )
 
     def _check_finite(self, parts: dict) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(parts["loss"]).all() else 1.0], device=self.device)
@@ -233,97 +303,123 @@ class Engine:
     def fit(self) -> float | None:
         """Train for ``trainer.max_epochs``; returns the best value of ``trainer.monitor``."""
         self._setup_training()
-        if self.t.resume:
-            self.resume(self.t.resume)
+        resumed = self._resume_path()
+        if resumed is not None:
+            self.resume(resumed)
         self._open_writer()
+        self._init_tables(resumed)
         if self.t.get("val_before_training") and self.step == 0 and not self.history:
-            self.history.append({"epoch": 0, "step": 0, **self._validate()})  # the starting point
-        self._write_tables()
-        accum = max(1, int(self.t.accumulate_grad_batches))
+            self._add_row({"epoch": 0, "step": 0, **self._validate()})  # the starting point
         start = time.time()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         max_steps = int(self.t.max_steps) if self.t.max_steps else None
         stop_at = int(self.t.stop_after_epochs) + self.epoch if self.t.get("stop_after_epochs") else None
-        while self.epoch < int(self.t.max_epochs) and not (max_steps and self.step >= max_steps):
-            if stop_at is not None and self.epoch >= stop_at:
-                log.info(
-                    "stopping after %d epochs of this job (trainer.stop_after_epochs); resume with "
-                    "trainer.resume=%s",
-                    self.t.stop_after_epochs,
-                    self.out_dir / "checkpoint_last.pth",
-                )
-                break
-            batches = epoch_batches(
-                len(self.task.train_dataset),
-                int(self.t.batch_size),
-                self.dist.world_size,
-                self.epoch,
-                int(self.cfg.seed),
-                self.t.limit_train_batches,
-            )
-            skip = self.batch_in_epoch
-            self.model.train()
-            sums: dict[str, float] = {}
-            count = 0
-            loader = self._loader(batches[skip:], self.epoch)
-            bar = tqdm(
-                loader,
-                total=len(batches) - skip,
-                desc=f"epoch {self.epoch}",
-                leave=False,
-                disable=not (self.dist.is_main and self.t.progress_bar),
-            )
-            t_wait = time.perf_counter()
-            t_epoch = t_wait
-            wait = 0.0
-            for batch in bar:
-                step_wait = time.perf_counter() - t_wait
-                wait += step_wait
-                batch = batch.to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    parts = self.task.training_step(self.model, batch)
-                self._check_finite(parts)
-                (parts["loss"] / accum).backward()
-                self.batch_in_epoch += 1
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                count += 1
-                if self.batch_in_epoch % accum == 0 or self.batch_in_epoch == len(batches):
-                    self._optimizer_step()
-                    if self.dist.is_main and self.writer and self.step % int(self.t.log_every_n_steps) == 0:
-                        for k, v in parts.items():
-                            self.writer.add_scalar(f"train/{k}", float(v.detach()), self.step)
-                        for g in self.optimizer.param_groups:
-                            self.writer.add_scalar(f"lr/{g.get('name', 'default')}", g["lr"], self.step)
-                        self.writer.add_scalar("perf/loader_wait_s", step_wait, self.step)
-                    if max_steps and self.step >= max_steps:
-                        break
-                bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
-                t_wait = time.perf_counter()
-            self.epoch += 1  # epochs completed; row "epoch" N = after N epochs (0 = before training)
-            self.batch_in_epoch = 0
-            row = {"epoch": self.epoch, "step": self.step}
-            row.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
-            row["loader_wait_s"] = wait
-            row["loader_wait_frac"] = wait / max(time.perf_counter() - t_epoch, 1e-9)
-            if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
-                row.update(self._validate())
-            row["time_s"] = time.time() - start
-            self.history.append(row)
-            self._write_tables()
-            self._maybe_best(row)
-            self.save("checkpoint_last.pth")
-            if self.dist.enabled:
-                dist.barrier()
+        with PreemptionGuard() as guard:
+            while self.epoch < int(self.t.max_epochs) and not (max_steps and self.step >= max_steps):
+                if stop_at is not None and self.epoch >= stop_at:
+                    log.info(
+                        "stopping after %d epochs of this job (trainer.stop_after_epochs); resume with "
+                        "trainer.resume=%s",
+                        self.t.stop_after_epochs,
+                        self.out_dir / "checkpoint_last.pth",
+                    )
+                    break
+                row = self._train_epoch(guard, max_steps)
+                if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
+                    row.update(self._validate())
+                row["time_s"] = time.time() - start
+                self._add_row(row)
+                self._maybe_best(row)
+                self.save("checkpoint_last.pth")
+                if self.dist.enabled:
+                    dist.barrier()
+                signum = self._stop_signal(guard)
+                if signum:
+                    self._stop(guard, signum, 0)
         self._write_summary(time.time() - start)
         if self.writer:
             self.writer.close()
         return self.best["value"]
 
+    def _train_epoch(self, guard: PreemptionGuard, max_steps: int | None) -> dict:
+        """One epoch (from ``batch_in_epoch`` on, after a mid-epoch resume); returns its metrics row."""
+        accum = max(1, int(self.t.accumulate_grad_batches))
+        every = int(self.t.get("save_every_n_steps") or 0)
+        batches = epoch_batches(
+            len(self.task.train_dataset),
+            int(self.t.batch_size),
+            self.dist.world_size,
+            self.epoch,
+            int(self.cfg.seed),
+            self.t.limit_train_batches,
+        )
+        skip = self.batch_in_epoch
+        self.model.train()
+        acc = self.epoch_progress or {}
+        sums: dict[str, float] = dict(acc.get("sums", {}))
+        count, wait = int(acc.get("count", 0)), float(acc.get("wait", 0.0))
+        self.epoch_progress = None
+        loader = self._loader(batches[skip:], self.epoch)
+        bar = tqdm(
+            loader,
+            total=len(batches) - skip,
+            desc=f"epoch {self.epoch}",
+            leave=False,
+            disable=not (self.dist.is_main and self.t.progress_bar),
+        )
+        t_wait = time.perf_counter()
+        t_epoch = t_wait
+        for batch in bar:
+            step_wait = time.perf_counter() - t_wait
+            wait += step_wait
+            batch = batch.to(self.device)
+            sync = (self.batch_in_epoch + 1) % accum == 0 or self.batch_in_epoch + 1 == len(batches)
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+            if self.train_model is None:
+                with autocast:
+                    self.train_model = wrap_for_training(
+                        self.model, self.task, device=self.device, ddp_cfg=self.t.get("ddp"), first_batch=batch
+                    )
+            no_sync = getattr(self.train_model, "no_sync", None)
+            with no_sync() if (no_sync and not sync) else contextlib.nullcontext():
+                with autocast:
+                    parts = self.train_model(batch)
+                self._check_finite(parts)
+                (parts["loss"] / accum).backward()
+            self.batch_in_epoch += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
+            if sync:
+                self._optimizer_step()
+                if self.dist.is_main and self.writer and self.step % int(self.t.log_every_n_steps) == 0:
+                    scalars = {f"train/{k}": float(v.detach()) for k, v in parts.items()}
+                    scalars.update({f"lr/{g.get('name', 'default')}": g["lr"] for g in self.optimizer.param_groups})
+                    scalars["perf/loader_wait_s"] = step_wait
+                    self.writer.log_scalars(scalars, self.step)
+                finished = bool(max_steps and self.step >= max_steps)
+                signum = self._stop_signal(guard)
+                if signum or (every and self.step % every == 0 and self.batch_in_epoch < len(batches)):
+                    self.epoch_progress = {"sums": dict(sums), "count": count, "wait": wait}
+                    self.save("checkpoint_last.pth")  # mid-epoch: resume continues with the next batch
+                    self.epoch_progress = None
+                if signum:
+                    self._stop(guard, signum, len(batches))
+                if finished:
+                    break
+            t_wait = time.perf_counter()
+        self.epoch += 1  # epochs completed; row "epoch" N = after N epochs (0 = before training)
+        self.batch_in_epoch = 0
+        row = {"epoch": self.epoch, "step": self.step}
+        row.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["loader_wait_s"] = wait
+        row["loader_wait_frac"] = wait / max(time.perf_counter() - t_epoch, 1e-9)
+        return row
+
     def _optimizer_step(self):
-        self._all_reduce_grads()
         if self.t.gradient_clip_val:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], float(self.t.gradient_clip_val)
@@ -343,16 +439,11 @@ class Engine:
             summary, rows, images = self.task.validate(self.model, epoch=self.epoch, vis_dir=vis_dir)
         self.model.train()
         rows = [{"epoch": self.epoch, **r} for r in rows]
-        self.val_rows = [r for r in getattr(self, "val_rows", []) if r["epoch"] != self.epoch] + rows
         self.last_val_rows = rows
-        write_csv(self.out_dir / "val_cases.csv", self.val_rows)  # every validation of this run, by epoch
-        if self.writer:
-            for k, v in summary.items():
-                if v is not None and np.isfinite(v):
-                    self.writer.add_scalar(k, v, self.step)
-            if self.cfg.logger.get("log_images", False):
-                for name, img in (images or {}).items():
-                    self.writer.add_image(name, img, self.step, dataformats="HWC")
+        append_csv(self.out_dir / "val_cases.csv", rows)  # every validation of this run, by epoch
+        if self.writer:  # every backend gets the same metrics; images where logger.log_images
+            self.writer.log_scalars(summary, self.step)
+            self.writer.log_images(images or {}, self.step)
         msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
         log.info("epoch %d step %d  %s", self.epoch, self.step, msg)
         print(f"[epoch {self.epoch}] {msg}", flush=True)
@@ -375,20 +466,24 @@ class Engine:
     def evaluate(self) -> dict:
         """Validate once without training (``train=false``): writes metrics.csv and val_cases.csv."""
         self._open_writer()
+        self._init_tables(None)
         start = time.time()
         summary = self._validate()
-        row = {"epoch": 0, "step": 0, **summary, "time_s": time.time() - start}
-        self.history.append(row)
-        self._write_tables()
+        self._add_row({"epoch": 0, "step": 0, **summary, "time_s": time.time() - start})
         self._write_summary(0.0)
         if self.writer:
             self.writer.close()
         return summary
 
     # ------------------------------------------------------------------ outputs
+    def _csv_row(self, r: dict) -> dict:
+        pid = (self.extra_state.get("eval_protocol") or {}).get("id")
+        # each validation row names the protocol that produced it
+        return {**r, "eval_protocol": pid} if pid and any(k.startswith("val/") for k in r) else r
+
     def _write_tables(self):
         if self.dist.is_main and self.history:
-            write_csv(self.out_dir / "metrics.csv", self.history)
+            write_csv(self.out_dir / "metrics.csv", [self._csv_row(r) for r in self.history])
 
     def _write_summary(self, train_time: float):
         if not self.dist.is_main:
@@ -416,5 +511,8 @@ class Engine:
             "epochs": self.epoch,
             "best": self.best,
             "last": last,
+            "weights": self.extra_state.get("weights"),  # where the starting weights came from
+            "eval_protocol": self.extra_state.get("eval_protocol"),  # how every score was computed
+            "split_file": "splits.json",
         }
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

@@ -121,7 +121,6 @@ def check_run_folder(folder: str | Path, *, overwrite: bool = False, resume=None
 def check_output_folder(folder: str | Path, *, overwrite: bool, key: str = "output_dir") -> None:
     """``inference_3d.py``'s rule: an ``output_dir`` holding any file is refused unless ``overwrite=true``."""
     folder = Path(folder)
-    check_not_under_file(folder, key)
     if folder.is_dir() and not overwrite:
         files = [p for p in folder.rglob("*") if p.is_file()]
         if files:

@@ -148,3 +148,29 @@ def resolve_splits(dataset: Any, split_cfg: Any, path: str | Path | None) -> dic
     if path is not None:
         save_splits(splits, path)
     return splits
+
+
+def check_split_unchanged(run_dir: str | Path, split_cfg: Any) -> None:
+    """Refuse a ``dataset.split`` that differs from the one the run's ``splits.json`` was drawn with
+    (as recorded in the run's ``.hydra/config.yaml``); a run folder without that record is not checked.
+
+    Raises:
+        DataError: naming the first differing ``dataset.split.<key>``, both values and the splits file.
+    """
+    record = Path(run_dir) / ".hydra" / "config.yaml"
+    if not record.is_file():
+        return
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.select(OmegaConf.load(record), "dataset.split")
+    except Exception:  # noqa: BLE001 - an unreadable record cannot be compared
+        return
+    old, new = to_plain(saved) or {}, to_plain(split_cfg) or {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise DataError(
+                f"dataset.split.{key}: {new.get(key)!r} differs from {old.get(key)!r}, which drew "
+                f"{Path(run_dir) / 'splits.json'}; keep the run's split settings to continue it, or start "
+                "a new hydra.run.dir"
+            )

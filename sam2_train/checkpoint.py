@@ -48,6 +48,12 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    from medseg.pickle_guard import UnsafeFileError, sniff_torch_file
+
+    try:
+        sniff_torch_file(path)
+    except UnsafeFileError as e:  # e.g. a text file: torch's own error would not name it
+        raise CheckpointError(str(e)) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -66,7 +72,7 @@ def read_checkpoint(path: str | Path) -> dict:
             first,
         )
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({msg[:160]})") from None
     if not isinstance(obj, dict):
@@ -91,6 +97,10 @@ def load_sam2_weights(model: torch.nn.Module, path: str | Path, *, variant: str 
     """
     obj = read_checkpoint(path)
     sd = state_dict_of(obj, path)
+    if "class_prompts.tokens" in sd and not hasattr(model, "class_prompts"):  # trained in automatic mode
+        from sam2_train.class_prompts import attach_class_prompts
+
+        attach_class_prompts(model, int(sd["class_prompts.tokens"].shape[0]) - 1)
     expected = model.state_dict()
     found = guess_variant(sd)
     if variant is not None and found is not None and found != variant:

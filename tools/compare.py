@@ -349,6 +349,8 @@ def compare_runs(
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise CompareError("no run folders given")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise CompareError(f"--out {out_dir}: names a file, not a folder")
     for d in dirs:
         if not d.is_dir():
             raise CompareError(f"{d} is not a folder")
@@ -356,7 +358,10 @@ def compare_runs(
         raise CompareError(f"--names has {len(names)} labels for {len(dirs)} run folders")
     check_splits(dirs)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out naming a file, or a folder under a file
+        raise CompareError(f"--out {out}: cannot be created ({exc.strerror or exc})") from None
 
     rows: list[dict[str, Any]] = []
     classes: list[str] = []

@@ -79,7 +79,7 @@ class YoloTask:
         yolo.model = str(kept)
         from ultralytics import YOLO
 
-        net = YOLO(str(kept)).model
+        net = YOLO(str(kept)).model  # written by ultralytics in this run, not a file the user passed
         state = {
             "format": "sam2-medical/yolo",
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -97,8 +97,10 @@ class YoloTask:
             raise ValueError("model.net.weights: give the YOLO weights (.pt) to evaluate with train=false")
         from ultralytics import YOLO
 
+        from traditional_models.yolo import check_yolo_weights
+
         self.yolo = yolo
-        return YOLO(str(yolo.model)).model
+        return YOLO(str(check_yolo_weights(yolo.model))).model
 
     def predict(self, model, batch) -> torch.Tensor:
         from traditional_models.yolo import labels_from_instances

@@ -21,11 +21,23 @@ import numpy as np
 __all__ = ["YoloPrediction", "YoloSeg", "labels_from_instances", "predict_masks", "train_yolo"]
 
 
-def _yolo(model: str | Path) -> Any:
-    """An ``ultralytics.YOLO`` from an architecture yaml name/path or a local weights file."""
+def _offline_env() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     if "YOLO_CONFIG_DIR" not in os.environ:
         os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="yolo_cfg_")
+
+
+def check_yolo_weights(path: str | Path, key: str = "model.net.weights") -> Path:
+    """Refuse a YOLO ``.pt`` that would run code when ultralytics unpickles it (see :mod:`medseg.pickle_guard`)."""
+    from medseg.pickle_guard import check_model_pickle
+
+    _offline_env()
+    return check_model_pickle(path, key)
+
+
+def _yolo(model: str | Path) -> Any:
+    """An ``ultralytics.YOLO`` from an architecture yaml name/path or a local weights file (checked first)."""
+    _offline_env()
     try:
         from ultralytics import YOLO
     except ImportError as err:  # optional dependency
@@ -34,6 +46,7 @@ def _yolo(model: str | Path) -> Any:
     if model.endswith((".pt", ".pth")):
         if not Path(model).is_file():
             raise FileNotFoundError(f"YOLO weights not found: {model}")
+        check_yolo_weights(model)
     elif not model.endswith((".yaml", ".yml")):
         raise ValueError(f"YOLO model must be an architecture .yaml or a local .pt file, got {model!r}")
     return YOLO(model, task="segment")
@@ -222,11 +235,34 @@ class YoloSeg:
             raise ValueError(f"yolo_cfg must be a YOLO segmentation .yaml, got {yolo_cfg!r}")
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"YOLO weights not found: {weights}")
+        if weights is not None:  # refused here, at start-up, before ultralytics ever unpickles it
+            check_yolo_weights(weights)
         if not 0.0 <= float(conf) <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {conf!r}")
         self.model = str(weights) if weights is not None else str(yolo_cfg)
         self.image_size, self.epochs, self.batch = int(image_size), int(epochs), int(batch)
         self.workers, self.conf = int(workers), float(conf)
+
+    def use_checkpoint(self, path: str | Path) -> None:
+        """Evaluate/continue from ``model.checkpoint``: a YOLO ``.pt`` or our ``checkpoint_*.pth`` of a YOLO run
+        (which names the ``yolo_best.pt`` kept beside it)."""
+        path = Path(path)
+        if path.suffix == ".pth":
+            from sam2_train.checkpoint import read_checkpoint
+
+            ck = read_checkpoint(path)
+            if not str(ck.get("format", "")).endswith("/yolo") or not ck.get("yolo_weights"):
+                raise ValueError(f"{path}: model.checkpoint is not a checkpoint of a YOLO run of this suite")
+            path = path.parent / str(ck["yolo_weights"])
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the YOLO weights named by model.checkpoint are missing")
+        check_yolo_weights(path, "model.checkpoint")
+        self.model = str(path)
+
+    @property
+    def weights_file(self) -> str | None:
+        """The ``.pt`` this model starts from, or None (architecture yaml: random init)."""
+        return self.model if str(self.model).endswith(".pt") else None
 
     def train(
         self, data_yaml: str | Path, out_dir: str | Path, device: str | int = "cpu", **overrides: Any
