@@ -201,7 +201,8 @@ class Engine:
         if hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(ck.get("task", {}))
         log.info(
-            "resumed from %s at epoch %d, batch %d of the epoch, step %d", path, self.epoch, self.batch_in_epoch, self.step
+            "resumed from %s at epoch %d, batch %d of it, step %d",
+            *(path, self.epoch, self.batch_in_epoch, self.step),
         )
 
     def _resume_path(self) -> Path | None:
@@ -378,8 +379,9 @@ class Engine:
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
             if self.train_model is None:
                 with autocast:
+                    ddp_cfg = self.t.get("ddp")
                     self.train_model = wrap_for_training(
-                        self.model, self.task, device=self.device, ddp_cfg=self.t.get("ddp"), first_batch=batch
+                        self.model, self.task, device=self.device, ddp_cfg=ddp_cfg, first_batch=batch
                     )
             no_sync = getattr(self.train_model, "no_sync", None)
             with no_sync() if (no_sync and not sync) else contextlib.nullcontext():

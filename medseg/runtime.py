@@ -89,7 +89,8 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); no-op when run alone."""
+    """Join the process group described by torchrun's variables (gloo on CPU, nccl on CUDA; under SLURM
+    or submitit :func:`medseg.distributed.export_cluster_env` sets them first); no-op when run alone."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return DistInfo()

@@ -31,6 +31,12 @@ def _files(group: str) -> list[str]:
 
 
 ALL = [(g, f) for g in GROUPS for f in _files(g)]
+# ViT-L / ViT-H (300 M / 640 M parameters) take minutes to initialise on 2 CPU cores
+SLOW_CONFIGS = {("model", "sam_vit_l"), ("model", "sam_vit_h")}
+ALL_PARAMS = [
+    pytest.param(g, f, id=f"{g}/{f}", marks=[pytest.mark.slow] if (g, f) in SLOW_CONFIGS else [])
+    for g, f in ALL
+]
 
 
 def test_every_group_exists():
@@ -53,7 +59,7 @@ def test_every_group_exists():
         assert g in GROUPS and _files(g), g
 
 
-@pytest.mark.parametrize(("group", "name"), ALL, ids=[f"{g}/{f}" for g, f in ALL])
+@pytest.mark.parametrize(("group", "name"), ALL_PARAMS)
 def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path):
     root = "train_3d" if (group == "experiment" and name in THREE_D) else "train_2d"
     sel = f"+{group}={name}" if group == "arm" else f"{group}={name}"
@@ -92,7 +98,18 @@ def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path)
         assert opt.param_groups[0]["lr"] > 0
     elif group == "launcher":
         target = cfg.hydra.launcher._target_
-        assert ("submitit" in target) if name == "slurm" else ("BasicLauncher" in target)
+        assert ("submitit" in target) if name != "local" else ("BasicLauncher" in target)
+        if name != "local":  # requeued / restarted jobs continue from their run folder's checkpoint_last.pth
+            assert cfg.trainer.resume == "auto"
+    elif group == "logger":
+        from medseg.loggers import build_loggers
+
+        if name in ("wandb", "mlflow"):
+            pytest.importorskip(name, reason=f"{name} is not installed (extra: loggers)")
+        OmegaConf.update(cfg, "paths.log_dir", str(tmp_path))  # mlflow's local store
+        built = build_loggers(cfg.logger, tmp_path)
+        assert len(built.loggers) == (0 if name == "none" else 1)
+        built.close()
     elif group == "hparams_search":
         assert "optuna" in cfg.hydra.sweeper._target_.lower()
         assert "optim.lr" in cfg.hydra.sweeper.params and cfg.optimized_metric == "val/dice"
@@ -120,12 +137,13 @@ def test_slurm_launcher_writes_a_valid_sbatch_script(tmp_path, monkeypatch):
             "launcher=slurm",
             "hydra.launcher.partition=gpu",
             "hydra.launcher.gpus_per_node=2",
+            "hydra.launcher.nodes=3",
             "hydra.launcher.timeout_min=90",
             "hydra.launcher.mem_gb=48",
         ],
         tmp_path,
     )
-    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # as the launcher reads them
     params.pop("_target_")
     folder = params.pop("submitit_folder")
     assert "%j" in folder
@@ -137,6 +155,8 @@ def test_slurm_launcher_writes_a_valid_sbatch_script(tmp_path, monkeypatch):
     text = ex._executor._make_submission_file_text("python train_3d.py", "uid")
     assert "#SBATCH --partition=gpu" in text
     assert "#SBATCH --gpus-per-node=2" in text
+    assert "#SBATCH --ntasks-per-node=2" in text  # one DDP process per GPU
+    assert "#SBATCH --nodes=3" in text
     assert "#SBATCH --time=90" in text
     assert "#SBATCH --mem=48GB" in text
 
@@ -165,6 +185,7 @@ def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path
             "model=sam2.1_hiera_t,sam2_hiera_t",
             f"dataset.root={data_root / 'nnunet'}",
             "model.image_size=64",
+            "model.checkpoint=null",
             "trainer.device=cpu",
             "trainer.num_workers=0",
             "trainer.max_epochs=1",

@@ -1,0 +1,150 @@
+"""Data parallelism: the process group from torchrun's, SLURM's or submitit's environment, the model
+wrapped in ``DistributedDataParallel``, and case sharding with rows gathered on rank 0.
+
+One code path for every launcher: :func:`export_cluster_env` turns SLURM's / submitit's variables into
+the ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` that torchrun sets,
+then ``torch.distributed`` initialises from them (``env://``) as under torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+log = logging.getLogger(__name__)
+
+
+def first_host(nodelist: str) -> str:
+    """First host of a SLURM node list: ``gpu[03-05,9],cpu1`` -> ``gpu03`` (what ``scontrol show
+    hostnames`` prints first)."""
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not m:
+        raise ValueError(f"SLURM_JOB_NODELIST={nodelist!r}: cannot read the first host")
+    prefix, ranges = m.group(1), m.group(2)
+    return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
+
+
+def export_cluster_env(env: dict | None = None) -> str:
+    """Set torchrun's variables from the launcher's environment; returns which launcher was found.
+
+    - torchrun (``RANK`` and ``WORLD_SIZE`` set): nothing to do.
+    - submitit (``SUBMITIT_EXECUTOR``, e.g. ``-m launcher=slurm`` or ``launcher=submitit_local``):
+      ``submitit.helpers.TorchDistributedEnvironment``.
+    - ``srun`` (``SLURM_PROCID`` and ``SLURM_NTASKS`` > 1, e.g. ``train_slurm.sh``): rank = SLURM_PROCID,
+      local rank = SLURM_LOCALID, world = SLURM_NTASKS, master = first host of SLURM_JOB_NODELIST
+      (or MASTER_ADDR), port = MASTER_PORT or 20000 + job id mod 20000.
+    """
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return "torchrun"
+    if env.get("SUBMITIT_EXECUTOR") and env is os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return "submitit"
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        env["RANK"] = env["SLURM_PROCID"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        if "MASTER_ADDR" not in env:
+            env["MASTER_ADDR"] = first_host(env.get("SLURM_JOB_NODELIST", "localhost"))
+        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        return "slurm"
+    return "single"
+
+
+class TrainStep(torch.nn.Module):
+    """The task's whole training step as one ``forward``, so DDP sees every parameter the step uses
+    (SAM2 tasks call submodules such as ``model.image_encoder`` directly, never ``model.forward``)."""
+
+    def __init__(self, model: torch.nn.Module, task):
+        super().__init__()
+        self.model = model
+        self.task = task  # not a Module: not registered, not in state_dict
+
+    def forward(self, batch) -> dict:
+        return self.task.training_step(self.model, batch)
+
+
+def unused_trainable(step: TrainStep, batch, device: torch.device) -> list[str]:
+    """Names of trainable parameters that the autograd graph of one step does not reach.
+
+    Runs one forward of ``batch`` (no backward) with the RNG and the task's state restored afterwards.
+    """
+    task = step.task
+    saved = copy.deepcopy(task.state_dict()) if hasattr(task, "state_dict") else None
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        loss = step(batch)["loss"]
+    reached, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            reached.add(id(var))
+        stack.extend(f for f, _ in fn.next_functions)
+    del loss
+    if saved is not None:
+        task.load_state_dict(saved)
+    return [n for n, p in step.model.named_parameters() if p.requires_grad and id(p) not in reached]
+
+
+def wrap_for_training(model: torch.nn.Module, task, *, device: torch.device, ddp_cfg, first_batch=None):
+    """``TrainStep(model, task)``, wrapped in ``DistributedDataParallel`` when a process group is up.
+
+    ``ddp_cfg.find_unused_parameters``: ``true`` / ``false``, or ``auto``: one graph walk on the first
+    batch decides (on any rank), so presets that leave trainable parameters out of the step (e.g. SAM2's
+    memory modules in the 2D task) get it and the others keep the cheaper default.
+    """
+    step = TrainStep(model, task)
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return step
+    find = ddp_cfg.get("find_unused_parameters", "auto") if ddp_cfg is not None else "auto"
+    if str(find) == "auto":
+        unused = unused_trainable(step, first_batch, device) if first_batch is not None else []
+        flag = torch.tensor([1.0 if unused else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        find = bool(flag.item() > 0)
+        if unused:
+            log.info("DDP: %d trainable parameters unused by the step (e.g. %s)", len(unused), unused[:3])
+    elif not isinstance(find, bool):
+        raise ValueError(f"trainer.ddp.find_unused_parameters: expected true, false or auto, got {find!r}")
+    ddp = DistributedDataParallel(
+        step,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=bool(find),
+        bucket_cap_mb=float(ddp_cfg.get("bucket_cap_mb", 25)) if ddp_cfg is not None else 25.0,
+        gradient_as_bucket_view=True,
+    )
+    log.info(
+        "DistributedDataParallel over %d processes (find_unused_parameters=%s)", dist.get_world_size(), find
+    )
+    return ddp
+
+
+# ---------------------------------------------------------------------- sharded evaluation
+def shard(n: int, rank: int, world: int) -> list[int]:
+    """Case indices of ``rank``: ``rank, rank + world, ...`` (every case on exactly one rank)."""
+    return list(range(rank, n, world))
+
+
+def gather_rows(items: list[tuple[int, list[dict]]]) -> list[tuple[int, list[dict]]] | None:
+    """Gather ``(case_index, rows)`` pairs on rank 0, sorted by case index (the single-process order).
+
+    Returns the sorted list on rank 0, None elsewhere; the input itself without a process group.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return sorted(items, key=lambda t: t[0])
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(items, out, dst=0)
+    if dist.get_rank() != 0:
+        return None
+    return sorted((t for part in out for t in part), key=lambda t: t[0])

@@ -1,0 +1,154 @@
+"""A toy task for the engine's distributed and pre-emption tests: light to import (spawned workers
+load only this, torch and medseg.engine), exact in fp32, with a trainable parameter the step never uses."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ToyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        self.unused = torch.nn.Linear(4, 1)  # trainable, never in the step (like SAM2's memory in 2D)
+
+
+class ToyData:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, i: int, rng: np.random.Generator) -> dict:
+        x = torch.from_numpy(rng.standard_normal(4).astype(np.float32))
+        return {"x": x, "y": torch.tanh(x[:2].sum(0, keepdim=True)), "i": i}
+
+
+@dataclass
+class ToyBatch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device):
+        return ToyBatch(self.x.to(device), self.y.to(device))
+
+
+class ToyTask:
+    """``kill_at``: (step call number, signal) sent to this process from inside the training step."""
+
+    def __init__(self, n: int = 16, n_val: int = 5, kill_at: tuple[int, int] | None = None):
+        self.train_dataset = ToyData(n)
+        self.n_val = n_val
+        self.kill_at = kill_at
+        self.calls = 0
+
+    def collate(self, samples):
+        return ToyBatch(torch.stack([s["x"] for s in samples]), torch.stack([s["y"] for s in samples]))
+
+    def training_step(self, model, batch: ToyBatch) -> dict:
+        # DDP's unused-parameter probe sees the first batch twice: count batches, not calls
+        if batch is not getattr(self, "_last", None):
+            self.calls, self._last = self.calls + 1, batch
+        if self.kill_at and self.calls == self.kill_at[0] and batch is not getattr(self, "_killed", None):
+            self._killed = batch
+            os.kill(os.getpid(), self.kill_at[1])
+        pred = model.body(batch.x)  # a submodule, as the SAM2 tasks call model.image_encoder etc.
+        return {"loss": ((pred - batch.y) ** 2).mean()}
+
+    def validate(self, model, *, epoch: int, vis_dir=None, shard=None):
+        g = torch.Generator().manual_seed(99)
+        x = torch.randn(self.n_val, 4, generator=g)
+        err = ((model.body(x) - torch.tanh(x[:, :2].sum(1, keepdim=True))) ** 2)[:, 0]
+        rows = [{"case_id": f"case{i}", "class": "all", "dice": float(1 - e)} for i, e in enumerate(err)]
+        return {"val/dice": float(1 - err.mean())}, rows, {}
+
+
+def toy_cfg(**trainer):
+    base = OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml")
+    t = OmegaConf.merge(
+        base,
+        {
+            "device": "cpu",
+            "num_workers": 0,
+            "amp": False,
+            "progress_bar": False,
+            "max_epochs": 1,
+            "batch_size": 2,
+            "gradient_clip_val": None,
+        },
+        trainer,
+    )
+    return OmegaConf.create(
+        {
+            "seed": 3,
+            "trainer": t,
+            "optim": OmegaConf.load(ROOT / "conf" / "optim" / "sgd.yaml"),
+            "scheduler": OmegaConf.load(ROOT / "conf" / "scheduler" / "constant.yaml"),
+            "logger": {"tensorboard": False},
+            "model": {"name": "toy"},
+        }
+    )
+
+
+def run_toy(out: Path, task: ToyTask | None = None, dist_info=None, **trainer):
+    """Fit ToyNet (seed 0) under ``trainer`` overrides; returns the engine."""
+    from medseg.engine import Engine
+
+    torch.manual_seed(0)
+    eng = Engine(
+        cfg=toy_cfg(**trainer),
+        task=task or ToyTask(),
+        model=ToyNet(),
+        out_dir=out,
+        device=torch.device("cpu"),
+        dist_info=dist_info,
+    )
+    eng.fit()
+    return eng
+
+
+def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill_rank: int | None, kill_at):
+    """One of ``world`` gloo processes (torch.multiprocessing.spawn): fit the toy task, save what the
+    test checks; a RunInterrupted stop is recorded, not raised."""
+    import torch.distributed as dist
+
+    from medseg.preemption import RunInterrupted
+    from medseg.runtime import init_distributed
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    info = init_distributed(torch.device("cpu"))
+    task = ToyTask(kill_at=(kill_at, signal.SIGTERM) if kill_rank == rank else None)
+    try:
+        eng = run_toy(Path(out), task, dist_info=info, **trainer)
+        stopped = None
+    except RunInterrupted as e:
+        eng, stopped = None, e.signum
+    if rank == 0 and eng is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.save(
+            {
+                "ddp": isinstance(eng.train_model, DistributedDataParallel),
+                "find_unused": getattr(eng.train_model, "find_unused_parameters", None),
+            },
+            Path(out) / "probe.pt",
+        )
+    torch.save({"stopped": stopped}, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()

@@ -1,0 +1,220 @@
+"""Cluster scale: the process group from torchrun / SLURM / submitit, DistributedDataParallel in the
+engine, mid-epoch checkpoints and a clean stop on SIGTERM / SIGUSR1 / Ctrl-C with an exact resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+import torch
+
+from medseg.distributed import export_cluster_env, first_host
+from medseg.preemption import RunInterrupted
+from medseg.tables import read_csv
+from tests.ddp_toy import ROOT, ToyTask, run_toy, spawn_worker
+
+TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def _rows(path, drop=TIMING) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_csv(path)]
+
+
+def _spawn(out, world=2, trainer=None, kill_rank=None, kill_at=None):
+    torch.multiprocessing.spawn(
+        spawn_worker,
+        args=(world, _free_port(), str(out), trainer or {}, kill_rank, kill_at),
+        nprocs=world,
+        join=True,
+    )
+
+
+# ---------------------------------------------------------------------- environment
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [("gpu[03-05,9],cpu1", "gpu03"), ("node7", "node7"), ("a-b[1,4]", "a-b1"), ("n[010-011]", "n010")],
+)
+def test_first_host_of_slurm_nodelist(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_srun_environment_becomes_torchrun_variables():
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS": "8",
+        "SLURM_JOB_NODELIST": "gpu[12-15]",
+        "SLURM_JOB_ID": "123456",
+    }
+    assert export_cluster_env(env) == "slurm"
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("5", "1", "8", "gpu12")
+    assert env["MASTER_PORT"] == str(20000 + 123456 % 20000)
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "4"}
+    assert export_cluster_env(torchrun) == "torchrun" and torchrun["RANK"] == "1"  # torchrun's own wins
+    assert export_cluster_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == "single"
+
+
+def test_train_slurm_script_submits_n_gpus_m_nodes_and_runs_srun(tmp_path):
+    """By hand it submits itself with the allocation asked for; inside the job it starts one process per
+    GPU with srun, resuming in place (stand-in sbatch/srun/scontrol on PATH print their arguments)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "srun"):
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*"\n')
+        (fake / tool).chmod(0o755)
+    (fake / "scontrol").write_text("#!/bin/sh\necho gpu07\necho gpu08\n")
+    (fake / "scontrol").chmod(0o755)
+    (ROOT / ".venv" / "bin").exists() or pytest.skip("train_slurm.sh runs the repository's .venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+
+    def sh(*args, **extra):
+        return subprocess.run(
+            ["bash", "train_slurm.sh", *args], cwd=ROOT, capture_output=True, text=True, env={**env, **extra}
+        )
+
+    r = sh("--gpus", "4", "--nodes", "2", "sam2.1_t", "trainer.max_epochs=3")
+    assert r.returncode == 0, r.stderr
+    assert "sbatch --nodes=2 --ntasks-per-node=4 --gres=gpu:4 " in r.stdout
+    assert r.stdout.rstrip().endswith("--gpus 4 --nodes 2 sam2.1_t trainer.max_epochs=3")
+    inside = dict(
+        SLURM_JOB_ID="77",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_NTASKS_PER_NODE="4(x2)",
+        SLURM_JOB_NODELIST="gpu[07-08]",
+    )
+    r = sh("--gpus", "4", "--nodes", "2", "sam2.1_t", "trainer.max_epochs=3", **inside)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith("srun ") and "train_2d.py model=sam2.1_hiera_t" in line
+    assert "hydra.run.dir=outputs/slurm/77_sam2.1_t trainer.resume=auto trainer.max_epochs=3" in line
+    assert "master gpu07:20077" in r.stdout
+    r = sh("--gpus", "8", "sam2.1_t", **inside)  # the allocation does not match what was asked
+    assert r.returncode == 2 and "allocation has 2 node(s) x 4 task(s)" in r.stderr
+
+
+# ---------------------------------------------------------------------- DDP in the engine
+def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
+    """2 gloo processes x batch 1 == 1 process x batch 2 (SGD, 2 epochs of 4 steps, accumulation over 2
+    batches so no_sync is used; fp32, tolerance 1e-6). The model is a DistributedDataParallel instance;
+    its trainable but unused parameter makes ``find_unused_parameters=auto`` pick true."""
+    trainer = {"limit_train_batches": 8, "accumulate_grad_batches": 2, "max_epochs": 2}
+    one = run_toy(tmp_path / "one", **trainer)
+    assert type(one.train_model).__name__ == "TrainStep"  # no process group: no wrapper
+    _spawn(tmp_path / "two", trainer={**trainer, "batch_size": 1})
+    probe = torch.load(tmp_path / "two" / "probe.pt", weights_only=True)
+    assert probe == {"ddp": True, "find_unused": True}
+    a, b = (
+        _weights(tmp_path / "one" / "checkpoint_last.pth"),
+        _weights(tmp_path / "two" / "checkpoint_last.pth"),
+    )
+    init = run_toy(tmp_path / "init", max_epochs=0).model.state_dict()
+    assert _max_diff(a, init) > 1e-3, "training did not move the weights: the comparison would be empty"
+    assert _max_diff(a, b) <= 1e-6
+    assert torch.equal(a["unused.weight"], init["unused.weight"])
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SLURM may signal one task first: both processes stop after step 3, one checkpoint at batch 3."""
+    _spawn(tmp_path / "run", trainer={"limit_train_batches": 8, "batch_size": 1}, kill_rank=1, kill_at=3)
+    for r in (0, 1):
+        assert torch.load(tmp_path / "run" / f"rank{r}.pt", weights_only=True)["stopped"] == signal.SIGTERM
+    ck = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == (0, 3, 3)
+
+
+# ---------------------------------------------------------------------- pre-emption and resume
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+@pytest.mark.parametrize("kill_step", [3, 11])
+def test_signal_mid_epoch_then_resume_in_place_is_exact(sig, kill_step, tmp_path, capsys):
+    """2 epochs of 8 steps; the signal arrives during step ``kill_step`` (3: epoch 1; 11: epoch 2 after
+    epoch 1's rows were written). checkpoint_last.pth is written after that step, one line says how to
+    resume; ``trainer.resume=auto`` in the same folder ends with the uninterrupted run's weights (max abs
+    diff <= 1e-6) and appends to metrics.csv / val_cases.csv: no row twice, none lost."""
+    trainer = {"limit_train_batches": 8, "max_epochs": 2, "batch_size": 2}
+    full = run_toy(tmp_path / "full", **trainer)
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as e:
+        run_toy(run, ToyTask(kill_at=(kill_step, sig)), **trainer)
+    assert e.value.signum == sig
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"stopped by {signal.Signals(sig).name} after step {kill_step} "
+    )
+    assert f"trainer.resume={run / 'checkpoint_last.pth'}" in err[0]
+    ck = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == divmod(kill_step, 8) + (kill_step,)
+    before = read_csv(run / "metrics.csv") if kill_step > 8 else []
+    assert len(before) == kill_step // 8
+    resumed = run_toy(run, resume="auto", **trainer)
+    assert resumed.step == 16
+    assert (
+        _max_diff(_weights(full.out_dir / "checkpoint_last.pth"), _weights(run / "checkpoint_last.pth"))
+        <= 1e-6
+    )
+    assert _rows(run / "metrics.csv") == _rows(full.out_dir / "metrics.csv")
+    assert read_csv(run / "metrics.csv")[: len(before)] == before  # earlier rows kept as written
+    assert _rows(run / "val_cases.csv") == _rows(full.out_dir / "val_cases.csv")
+
+
+def test_save_every_n_steps_writes_the_position_in_the_epoch(tmp_path):
+    """A kill without warning (SIGKILL) loses at most N steps: checkpoint_last.pth after step 4 of 8 holds
+    batch 4 of epoch 0; resuming from it in a new folder ends with the uninterrupted weights."""
+
+    class Killed(Exception):
+        pass
+
+    class DiesAtStep7(ToyTask):
+        def training_step(self, model, batch):
+            out = super().training_step(model, batch)
+            if self.calls == 7:
+                raise Killed
+            return out
+
+    trainer = {"limit_train_batches": 8, "batch_size": 2, "save_every_n_steps": 4}
+    with pytest.raises(Killed):
+        run_toy(tmp_path / "part", DiesAtStep7(), **trainer)
+    ck = torch.load(tmp_path / "part" / "checkpoint_last.pth", weights_only=True)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == (0, 4, 4)
+    full = run_toy(tmp_path / "full", **trainer)
+    res = run_toy(tmp_path / "res", resume=str(tmp_path / "part" / "checkpoint_last.pth"), **trainer)
+    assert _max_diff(full.model.state_dict(), res.model.state_dict()) <= 1e-6
+    assert _rows(tmp_path / "full" / "metrics.csv") == _rows(tmp_path / "res" / "metrics.csv")
+
+
+def test_submitit_requeue_protocol_is_called_after_the_checkpoint(tmp_path, monkeypatch):
+    """Under submitit its pre-emption signal (USR2) is chained to submitit's own handler (which calls the
+    launcher's checkpoint() and requeues) once checkpoint_last.pth holds the current step."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    seen = []
+
+    def submitit_handler(signum, frame):
+        ck = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
+        seen.append((signum, ck["step"]))
+        raise SystemExit(-1)  # what submitit does after requeueing
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        with pytest.raises(SystemExit):
+            run_toy(tmp_path / "run", ToyTask(kill_at=(2, signal.SIGUSR2)), limit_train_batches=8)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # restored
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [(signal.SIGUSR2, 2)]
