@@ -143,8 +143,8 @@ class SAM2VideoTask:
         frames and, on each step, all objects of all clips batched; otherwise clip after clip."""
         S = batch.images[0].shape[-1]
         todo = [b for b in range(len(batch.images)) if batch.obj_ids[b]]
-        if not todo:
-            return {"loss": sum(x.sum() for x in batch.images) * 0.0}
+        if not todo:  # a zero loss that still reaches every trainable parameter (DDP waits for each)
+            return {"loss": sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)}
         groups: dict[int, list[int]] = {}
         for b in todo:
             key = batch.images[b].shape[0] if self.batch_clips else -1 - b
