@@ -51,6 +51,11 @@ class SamNet(nn.Module):
     def image_size(self) -> int:
         return int(self.image_encoder.img_size)
 
+    @property
+    def sam_prompt_encoder(self) -> nn.Module:
+        """SAM2's name of the prompt encoder (read by :mod:`sam2_train.class_prompts` for the token width)."""
+        return self.prompt_encoder
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B,3,S,S]`` ImageNet-normalised images -> image embeddings ``[B,256,S/16,S/16]``."""
         if images.shape[-2:] != (self.image_size, self.image_size):
@@ -60,10 +65,12 @@ class SamNet(nn.Module):
             )
         return self.image_encoder(self.normalize(images))
 
-    def _prompt(self, points, boxes, masks, n: int):
+    def _prompt(self, points, boxes, masks, n: int, sparse_prompts=None):
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
         if sparse.shape[0] != n:  # no prompt at all: SAM embeds nothing, one dense "no mask" map
             sparse, dense = sparse.expand(n, -1, -1), dense.expand(n, -1, -1, -1)
+        if sparse_prompts is not None:  # learned class tokens in place of the (empty) sparse prompt
+            sparse = sparse_prompts
         return sparse, dense
 
     def decode(
@@ -75,6 +82,7 @@ class SamNet(nn.Module):
         points: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
+        sparse_prompts: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for N objects, image by image (SAM's decoder takes one image).
@@ -83,6 +91,7 @@ class SamNet(nn.Module):
             embed: ``[B,256,h,w]`` image embeddings; obj_img: ``[N]`` image index of each object.
             boxes: ``[N,4]`` xyxy in ``image_size`` pixels; points ``[N,P,2]`` xy with point_labels
                 ``[N,P]`` (1 positive, 0 negative, -1 padding); mask_inputs ``[N,1,*,*]`` logits.
+            sparse_prompts: ``[N,k,256]`` tokens replacing the sparse prompt (automatic mode's class prompts).
 
         Returns:
             low-res logits ``[N,M,S/4,S/4]`` and predicted IoUs ``[N,M]`` (M = 3 with multimask, else 1).
@@ -106,6 +115,7 @@ class SamNet(nn.Module):
                 boxes[idx] if boxes is not None else None,
                 mask_inputs[idx] if mask_inputs is not None else None,
                 idx.numel(),
+                sparse_prompts[idx] if sparse_prompts is not None else None,
             )
             lo, iou = self.mask_decoder(
                 image_embeddings=embed[b : b + 1],

@@ -2,7 +2,8 @@
 
 Same contract, prompts, loss handling and evaluation as SAM2's :class:`func_2d.task.SAM2ImageTask`
 (box / click / mask / no prompt; three masks + IoU head on ambiguous prompts; the loss takes the best
-candidate and trains the IoU head); only the forward differs: SAM's encoder gives one embedding per image
+candidate and trains the IoU head; learned class prompts in automatic mode with several classes); only
+the forward differs: SAM's encoder gives one embedding per image
 and its decoder has no object-score head and no memory.
 """
 
@@ -32,7 +33,10 @@ class SamImageTask(SAM2ImageTask):
         """Per-object outputs: logits [N,M,S,S], ious [N,M], obj_scores None, best [N,S,S]."""
         embed = model.encode(batch.images)
         multimask = self._use_multimask(batch)
-        low, ious = model.decode(embed, batch.obj_img, **self._prompts(batch), multimask_output=multimask)
+        sparse = model.class_prompts(batch.obj_class) if self.class_prompts else None
+        low, ious = model.decode(
+            embed, batch.obj_img, **self._prompts(batch), sparse_prompts=sparse, multimask_output=multimask
+        )
         logits = upsample(low, batch.images.shape[-1])
         best = logits[torch.arange(logits.shape[0]), ious.argmax(1)] if multimask else logits[:, 0]
         return {"logits": logits, "ious": ious, "obj_scores": None, "best": best}
