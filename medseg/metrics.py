@@ -1,4 +1,4 @@
-"""Case-level segmentation metrics (Dice, IoU, HD95 in mm) built on ``monai.metrics``.
+"""Case-level segmentation metrics (Dice, IoU, HD95 with its unit) built on ``monai.metrics``.
 
 One row per (case, class): :func:`score_case` compares a predicted label map with the reference for each
 class id in ``classes`` and returns dict rows; :class:`MetricAccumulator` collects rows over a validation
@@ -10,6 +10,11 @@ two entries. HD95 is the 95th percentile of the symmetric surface distances
 (``monai.metrics.compute_hausdorff_distance(percentile=95, spacing=...)``), so anisotropic voxels count
 with their physical size.
 
+HD95 unit (``hd95_unit`` column): ``"mm"`` when the input has a physical spacing (NIfTI, ITK, DICOM, npz
+with ``spacing``); without one (PNG/JPEG images, BTCV JPEG slices, ``.npy``) distances are counted in
+grid steps, ``"px"`` for 2D and ``"voxel"`` for 3D arrays. A summary never averages across units: its
+keys carry the unit (``hd95_mm``, ``hd95_px``, ``hd95_voxel``, ``hd95_mm/<class>``).
+
 Empty-mask rule (``status`` column):
 
 - ``"ok"``: target and prediction non-empty -> Dice, IoU, HD95 as computed.
@@ -19,7 +24,7 @@ Empty-mask rule (``status`` column):
 - ``"false_positive"``: target empty, prediction non-empty -> Dice = 0, IoU = 0, HD95 = NaN (no
   reference surface to measure against). Included in the Dice/IoU means.
 - ``"missed"``: target non-empty, prediction empty -> Dice = 0, IoU = 0, HD95 = the diagonal of the
-  image's physical extent, ``sqrt(sum((n_i * s_i) ** 2))`` mm: the documented worst case, so that a
+  image's physical extent, ``sqrt(sum((n_i * s_i) ** 2))`` (in the row's unit): the documented worst case, so that a
   model that misses structures cannot get a better mean HD95 than one that finds them.
 
 HD95 means are taken over the finite values of the applicable rows.
@@ -39,9 +44,10 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 __all__ = ["MetricAccumulator", "score_case"]
 
 ROW_KEYS = (
-    "case_id", "class_id", "class_name", "dice", "iou", "hd95",
+    "case_id", "class_id", "class_name", "dice", "iou", "hd95", "hd95_unit",
     "tp", "fp", "fn", "pred_voxels", "target_voxels", "status",
 )  # fmt: skip
+SPACING_UNITS = ("mm", "voxel")  # of a case's spacing: physical, or none (one grid step = 1)
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -75,8 +81,9 @@ def score_case(
     classes: Mapping[int, str],
     *,
     case_id: str = "",
+    unit: str = "mm",
 ) -> list[dict[str, Any]]:
-    """Per-class Dice, IoU and HD95 (mm) of one case.
+    """Per-class Dice, IoU and HD95 of one case.
 
     Args:
         pred: predicted label map ``(H, W)`` or ``(D, H, W)``, int (class ids) or bool (then ``classes``
@@ -85,6 +92,8 @@ def score_case(
         spacing: voxel size in mm, ``(sy, sx)`` / ``(sz, sy, sx)``, a scalar, or None (1 mm).
         classes: ``{class_id: name}`` of the classes to score (usually without background 0).
         case_id: written into each row.
+        unit: ``"mm"`` if ``spacing`` is physical, ``"voxel"`` if the input has none (the case's
+            ``spacing_unit``); rows then say ``hd95_unit`` ``"px"`` (2D) or ``"voxel"`` (3D).
 
     Returns:
         One dict per class with keys ``ROW_KEYS``; see the module docstring for the empty-mask rule.
@@ -101,6 +110,9 @@ def score_case(
         raise ValueError(f"pred/target must be (H, W) or (D, H, W), got shape {p.shape}")
     if not classes:
         raise ValueError(f"classes must name at least one class id, got {classes!r}")
+    if unit not in SPACING_UNITS:
+        raise ValueError(f"unit must be one of {SPACING_UNITS}, got {unit!r}")
+    hd95_unit = "mm" if unit == "mm" else "px" if p.ndim == 2 else "voxel"
     if p.dtype == bool or t.dtype == bool:
         if len(classes) != 1:
             raise ValueError(f"bool masks need exactly one class in classes, got {dict(classes)!r}")
@@ -117,7 +129,7 @@ def score_case(
         tp = int(np.count_nonzero(pm & tm))
         n_pred, n_tgt = int(np.count_nonzero(pm)), int(np.count_nonzero(tm))
         row: dict[str, Any] = {
-            "case_id": case_id, "class_id": int(class_id), "class_name": str(class_name),
+            "case_id": case_id, "class_id": int(class_id), "class_name": str(class_name), "hd95_unit": hd95_unit,
             "tp": tp, "fp": n_pred - tp, "fn": n_tgt - tp, "pred_voxels": n_pred, "target_voxels": n_tgt,
         }  # fmt: skip
         if n_tgt == 0 and n_pred == 0:
@@ -150,9 +162,10 @@ def _nanmean(values: list[float]) -> float:
 class MetricAccumulator:
     """Collects :func:`score_case` rows over a run and summarises them.
 
-    ``summary()`` gives ``dice``, ``iou``, ``hd95`` (means over applicable case x class rows), the same
-    per class as ``dice/<name>``, ``iou/<name>``, ``hd95/<name>``, and counts ``n_rows``,
-    ``n_applicable``, ``empty_both``, ``false_positive``, ``missed``.
+    ``summary()`` gives ``dice``, ``iou`` and ``hd95_<unit>`` (means over applicable case x class rows;
+    HD95 once per unit present, never across units), the same per class as ``dice/<name>``,
+    ``iou/<name>``, ``hd95_<unit>/<name>``, and counts ``n_rows``, ``n_applicable``, ``empty_both``,
+    ``false_positive``, ``missed``. Rows without ``hd95_unit`` count as mm.
     """
 
     def __init__(self) -> None:
@@ -177,23 +190,28 @@ class MetricAccumulator:
         classes: Mapping[int, str],
         *,
         case_id: str = "",
+        unit: str = "mm",
     ) -> list[dict[str, Any]]:
         """Score one case (see :func:`score_case`), keep and return its rows."""
-        rows = score_case(pred, target, spacing, classes, case_id=case_id)
+        rows = score_case(pred, target, spacing, classes, case_id=case_id, unit=unit)
         self.rows.extend(rows)
         return rows
 
     def summary(self) -> dict[str, float]:
         applicable = [r for r in self.rows if r["status"] != "empty_both"]
+        units = list(dict.fromkeys(r.get("hd95_unit", "mm") for r in self.rows))
         out: dict[str, float] = {
             "dice": _nanmean([r["dice"] for r in applicable]),
             "iou": _nanmean([r["iou"] for r in applicable]),
-            "hd95": _nanmean([r["hd95"] for r in applicable]),
         }
+        for u in units:
+            out[f"hd95_{u}"] = _nanmean([r["hd95"] for r in applicable if r.get("hd95_unit", "mm") == u])
         for name in dict.fromkeys(r["class_name"] for r in self.rows):
             cls = [r for r in applicable if r["class_name"] == name]
-            for key in ("dice", "iou", "hd95"):
+            for key in ("dice", "iou"):
                 out[f"{key}/{name}"] = _nanmean([r[key] for r in cls])
+            for u in units:
+                out[f"hd95_{u}/{name}"] = _nanmean([r["hd95"] for r in cls if r.get("hd95_unit", "mm") == u])
         out["n_rows"] = float(len(self.rows))
         out["n_applicable"] = float(len(applicable))
         for status in ("empty_both", "false_positive", "missed"):

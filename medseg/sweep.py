@@ -36,7 +36,8 @@ def _run_row(run: Path) -> dict | None:
         "best_value": best.get("value"),
         "best_epoch": best.get("epoch"),
         "val_dice_last": last.get("val/dice"),
-        "val_hd95_last": last.get("val/hd95"),
+        # one column per HD95 unit (val/hd95_mm -> val_hd95_mm_last): never one mean across units
+        **{f"val_{k[4:]}_last": v for k, v in last.items() if k.startswith("val/hd95_") and "/" not in k[4:]},
         "train_time_s": info.get("train_time_s"),
         "peak_memory_mb": info.get("peak_memory_mb"),
         "device": info.get("device"),

@@ -236,3 +236,35 @@ def test_split_panels_with_prompt_panel():
     panels = tool.split_panels(_grid((1, 2, 3), k=4))
     assert len(panels) == 4 and all(p.shape == (H, H, 3) for p in panels)
     assert tuple(panels[2][0, 0]) == (1, 2, 3)
+
+
+def _set_units(run: Path, units: list[str]) -> None:
+    """Give ``run``'s val_cases.csv an ``hd95_unit`` column, cycling through ``units`` row by row."""
+    with open(run / "val_cases.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):
+        r["hd95_unit"] = units[i % len(units)]
+    with open(run / "val_cases.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_hd95_unit_is_shown_and_never_mixed(tmp_path):
+    a = make_run(tmp_path, "a", "sam2", scale=1.0, best=1, epochs=[1], vis_cases=None)
+    b = make_run(tmp_path, "b", "unet", scale=0.5, best=1, epochs=[1], vis_cases=None)
+    for r in (a, b):
+        _set_units(r, ["px"])
+    res = run_tool(a, b, "--out", tmp_path / "ok")
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "ok" / "comparison.csv", newline="") as fh:
+        assert {r["hd95_unit"] for r in csv.DictReader(fh)} == {"px"}
+    assert "HD95 (px)" in (tmp_path / "ok" / "comparison.md").read_text()
+    _set_units(b, ["mm"])  # runs in different units
+    res = run_tool(a, b, "--out", tmp_path / "across")
+    assert res.returncode == 2 and "px vs mm" in res.stderr, res.stderr
+    _set_units(a, ["mm", "px"])  # one run whose rows mix units
+    res = run_tool(a, "--out", tmp_path / "within")
+    assert res.returncode == 2 and str(a / "val_cases.csv") in res.stderr and "units" in res.stderr, (
+        res.stderr
+    )

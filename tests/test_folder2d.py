@@ -100,3 +100,6 @@ def test_folder2d_trains_two_steps(variant, tmp_path):
     assert len(rows) == 1 and rows[0]["step"] == "2" and float(rows[0]["train/loss"]) > 0
     cases = read_csv(out / "val_cases.csv")
     assert cases and {r["class_name"] for r in cases} == classes  # the dataset's classes, scored
+    # PNG/JPEG files have no spacing: HD95 in pixels, said in each row and in the summary's key
+    assert {r["hd95_unit"] for r in cases} == {"px"}
+    assert "val/hd95_px" in rows[0] and not [k for k in rows[0] if k.startswith("val/hd95_mm")]

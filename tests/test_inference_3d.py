@@ -141,8 +141,8 @@ def test_cli_writes_masks_on_input_grid_metrics_and_pictures(volumes, trained, t
         np.testing.assert_allclose(aff, ref_aff, atol=1e-5)
         np.testing.assert_allclose(aff, _oblique_affine(), atol=1e-5)
         assert np.issubdtype(data.dtype, np.integer)
-        npy = np.load(preds / f"{cid}.npy")
-        assert npy.shape == data.shape and np.array_equal(npy, data)
+        npy = np.load(preds / f"{cid}.npy")  # (D, H, W): the NIfTI's (i, j, k) data transposed
+        assert npy.shape == (D, H, W) and np.array_equal(npy, data.transpose(2, 1, 0))
         assert set(np.unique(data)) <= {0, 1, 2}
     rows = _rows(preds / "metrics.csv")
     assert sorted((r["case_id"], r["class_name"]) for r in rows) == sorted(
@@ -197,7 +197,7 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
         ref, ref_aff = _nii(volumes / "labelsTr" / f"{cid}.nii.gz")
         assert data.shape == ref.shape and np.array_equal(data, ref)
         np.testing.assert_allclose(aff, ref_aff, atol=1e-5)
-        assert np.array_equal(np.load(preds / f"{cid}.npy"), ref)
+        assert np.array_equal(np.load(preds / f"{cid}.npy"), ref.transpose(2, 1, 0))
     assert rows and all(
         float(r["dice"]) == 1.0 and float(r["hd95"]) == 0.0 for r in rows if r["status"] == "ok"
     )

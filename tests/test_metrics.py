@@ -124,3 +124,35 @@ def test_write_csv_union_of_columns_and_nan(tmp_path):
         rows[1]["dice"] == "" and rows[0]["hd95"] == "" and rows[2] == {"epoch": "2", "dice": "", "hd95": "3"}
     )
     assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]  # no temporary files left
+
+
+def test_hd95_unit_column_follows_the_spacing_and_the_dimension():
+    pred, target = _pair()
+    (mm,) = score_case(pred, target, (2.0, 1.0), {1: "a"})
+    (px,) = score_case(pred, target, (1.0, 1.0), {1: "a"}, unit="voxel")
+    (vox,) = score_case(pred[None].repeat(2, 0), target[None].repeat(2, 0), None, {1: "a"}, unit="voxel")
+    (one_slice,) = score_case(pred[None], target[None], (1.0, 1.0, 1.0), {1: "a"}, unit="voxel")
+    assert (mm["hd95_unit"], px["hd95_unit"], vox["hd95_unit"], one_slice["hd95_unit"]) == (
+        "mm",
+        "px",
+        "voxel",
+        "px",
+    )
+    with pytest.raises(ValueError, match="unit"):
+        score_case(pred, target, None, {1: "a"}, unit="cm")
+
+
+def test_summary_never_averages_hd95_across_units():
+    pred, target = _pair()
+    far = np.zeros((4, 4), np.int64)
+    far[3, 0:3] = 1  # 3 rows away from the target
+    acc = MetricAccumulator()
+    acc.add_case(pred, target, (1.0, 1.0), {1: "a"}, case_id="mm")
+    acc.add_case(far, target, (1.0, 1.0), {1: "a"}, case_id="px", unit="voxel")
+    s = acc.summary()
+    mm_row, px_row = acc.rows
+    assert s["hd95_mm"] == pytest.approx(mm_row["hd95"]) and s["hd95_px"] == pytest.approx(px_row["hd95"])
+    assert s["hd95_mm/a"] == s["hd95_mm"] and s["hd95_px/a"] == s["hd95_px"]
+    assert mm_row["hd95"] != px_row["hd95"]  # a mixed mean would differ from both
+    assert not [k for k in s if k.startswith("hd95") and not k.startswith(("hd95_mm", "hd95_px"))], s
+    assert s["dice"] == pytest.approx((mm_row["dice"] + px_row["dice"]) / 2)  # unit-free scores still pool

@@ -88,7 +88,16 @@ def read_val_cases(run_dir: Path) -> list[dict[str, Any]]:
         r["epoch"] = _epoch(r["epoch"])
         for k in METRICS:
             r[k] = _float(r[k])
+        r["hd95_unit"] = r.get("hd95_unit") or "mm"  # files from before the column said mm
     return rows
+
+
+def hd95_unit(path: Path, rows: list[dict[str, Any]], epoch: int | None) -> str:
+    """The one HD95 unit of a run's chosen validation; HD95 means are never taken across units."""
+    units = sorted({r["hd95_unit"] for r in rows if r["epoch"] == epoch}) or ["mm"]
+    if len(units) > 1:
+        raise CompareError(f"{path}: HD95 rows in several units {units}; they cannot share one mean")
+    return units[0]
 
 
 def model_name(run_dir: Path, summary: dict[str, Any]) -> str:
@@ -212,9 +221,10 @@ def write_markdown(
     grids: list[str],
 ) -> None:
     """The comparison table (mean ± std), notes, the Dice plot and the grid list as Markdown."""
-    head = ["Run", "Model", "Epoch", "Params", "Trainable", "Dice", "IoU", "HD95"]
+    unit = rows[0].get("hd95_unit", "mm") if rows else "mm"
+    head = ["Run", "Model", "Epoch", "Params", "Trainable", "Dice", "IoU", f"HD95 ({unit})"]
     for c in classes:
-        head += [f"Dice {c}", f"IoU {c}", f"HD95 {c}"]
+        head += [f"Dice {c}", f"IoU {c}", f"HD95 {c} ({unit})"]
     head += ["Train time (s)", "Peak memory (MB)"]
     lines = [
         "# Run comparison",
@@ -377,6 +387,11 @@ def compare_runs(
         if note:
             notes.append(f"{d}: {note}")
         stats, cls = summarize(cases, ep)
+        stats["hd95_unit"] = hd95_unit(d / "val_cases.csv", cases, ep)
+        if rows and stats["hd95_unit"] != rows[0]["hd95_unit"]:
+            raise CompareError(
+                f"{dirs[0]} and {d}: HD95 in {rows[0]['hd95_unit']} vs {stats['hd95_unit']}; not comparable"
+            )
         classes += [c for c in cls if c not in classes]
         epochs.append(ep)
         rows.append(

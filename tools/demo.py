@@ -33,11 +33,13 @@ def run(cmd: list[str]) -> None:
 def dice_table(metrics_csv: Path) -> str:
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    lines = ["epoch  step  val/dice  val/hd95(mm)"]
+    hd = [k for k in (rows[0] if rows else {}) if k.startswith("val/hd95_") and "/" not in k[4:]]
+    col = hd[0] if hd else "val/hd95_mm"  # one unit per dataset: mm, or px/voxel without spacing
+    lines = [f"epoch  step  val/dice  val/hd95({col.rsplit('_', 1)[-1]})"]
     for r in rows:
         if r.get("val/dice"):
             lines.append(
-                f"{r['epoch']:>5}  {r['step']:>4}  {float(r['val/dice']):8.3f}  {float(r['val/hd95'] or 'nan'):12.2f}"
+                f"{r['epoch']:>5}  {r['step']:>4}  {float(r['val/dice']):8.3f}  {float(r.get(col) or 'nan'):12.2f}"
             )
     return "\n".join(lines)
 
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
                 f"dataset.root={nn}",
                 "model=sam2.1_hiera_t",
                 "model.image_size=64",
+                "model.checkpoint=null",
                 "prompt=box",
                 "func_3d.video_length=6",
                 "trainer.max_epochs=6",
@@ -127,10 +130,11 @@ def main(argv=None) -> int:
         with open(preds / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         print("\nPer-case, per-organ Dice of inference_3d:")
-        print("case        organ      dice    hd95(mm)")
+        print("case        organ      dice    hd95")
         for r in rows:
             print(
-                f"{r['case_id']:<11} {r['class_name']:<9} {float(r['dice'] or 'nan'):6.3f}  {float(r['hd95'] or 'nan'):8.2f}"
+                f"{r['case_id']:<11} {r['class_name']:<9} {float(r['dice'] or 'nan'):6.3f}  "
+                f"{float(r['hd95'] or 'nan'):8.2f} {r.get('hd95_unit', '')}"
             )
 
     print(f"\nDone in {time.time() - t0:.0f} s. Outputs in {out}:")
