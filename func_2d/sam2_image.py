@@ -66,6 +66,7 @@ def decode_objects(
     points=None,
     point_labels=None,
     mask_inputs=None,
+    sparse_prompts: torch.Tensor | None = None,
     multimask_output: bool = True,
 ):
     """Prompt encoder + mask decoder for N objects.
@@ -75,6 +76,8 @@ def decode_objects(
         obj_img: [N] image index of each object.
         boxes: [N,4] xyxy in ``model.image_size`` pixels or None; points [N,P,2] xy + point_labels [N,P].
         mask_inputs: [N,1,S/4,S/4] low-res logits/masks or None.
+        sparse_prompts: [N,K,C] learned tokens used in place of the sparse prompt (automatic mode with
+            class prompts, :mod:`sam2_train.class_prompts`), or None.
 
     Returns:
         low_res [N,M,S/4,S/4] logits, ious [N,M], object_score_logits [N,1], tokens [N,M?,C].
@@ -93,6 +96,8 @@ def decode_objects(
             antialias=True,
         )
     sparse, dense = model.sam_prompt_encoder(points=pts, boxes=None, masks=mask_inputs)
+    if sparse_prompts is not None:
+        sparse = sparse_prompts.to(sparse.dtype)
     low_res, ious, tokens, obj_scores = model.sam_mask_decoder(
         image_embeddings=image_embed[obj_img],
         image_pe=model.sam_prompt_encoder.get_dense_pe(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -12,7 +13,9 @@ from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, 
 from func_2d.sam2_image import decode_objects, encode_images, upsample
 from medseg.batch import ImageBatch
 from medseg.context import RunContext
-from medseg.evaluation import evaluate_2d
+from medseg.evaluation import EvalProtocol, evaluate_2d
+
+log = logging.getLogger(__name__)
 
 
 class SAM2ImageTask:
@@ -36,6 +39,33 @@ class SAM2ImageTask:
         )
         self.train_dataset = ctx.train_samples
         self.collate = ctx.collate
+        self.eval_protocol = EvalProtocol.from_cfg(cfg)
+        self.classes = sorted(int(k) for k in ctx.label_names if int(k) > 0)
+        self.class_prompts = self.prompt_type == "none" and len(self.classes) > 1
+
+    def prepare_model(self, model) -> None:
+        """Automatic mode with several classes: the model needs one learned prompt per class
+        (:mod:`sam2_train.class_prompts`); added for training, required (from the checkpoint) for evaluation."""
+        if not self.class_prompts:
+            return
+        names = ", ".join(str(self.ctx.label_names[k]) for k in self.classes)
+        have = getattr(model, "class_prompts", None)
+        if have is not None:
+            if have.max_id < max(self.classes):
+                raise ValueError(
+                    f"model.checkpoint: its class prompts cover ids 1..{have.max_id} but the dataset has "
+                    f"ids {self.classes} ({names})"
+                )
+            return
+        if not bool(self.cfg.get("train", True)):
+            raise ValueError(
+                f"prompt=none with {len(self.classes)} classes ({names}) needs class prompts learned in "
+                "training: model.checkpoint has none (train with prompt=none first, or use prompt=box|click)"
+            )
+        from sam2_train.class_prompts import attach_class_prompts
+
+        attach_class_prompts(model, max(self.classes))
+        log.info("automatic mode, %d classes (%s): one learned class prompt each", len(self.classes), names)
 
     # ------------------------------------------------------------------ forward
     def _prompts(self, batch: ImageBatch) -> dict:
@@ -72,8 +102,15 @@ class SAM2ImageTask:
         else:
             obj_img_dec, high_res = obj_img, feats.high_res
         multimask = self._use_multimask(batch)
+        sparse = model.class_prompts(batch.obj_class) if self.class_prompts else None
         low, ious, obj_scores, _ = decode_objects(
-            model, embed, high_res, obj_img_dec, **self._prompts(batch), multimask_output=multimask
+            model,
+            embed,
+            high_res,
+            obj_img_dec,
+            **self._prompts(batch),
+            sparse_prompts=sparse,
+            multimask_output=multimask,
         )
         logits = upsample(low, batch.images.shape[-1])
         best = logits[torch.arange(logits.shape[0]), ious.argmax(1)] if multimask else logits[:, 0]
@@ -101,7 +138,9 @@ class SAM2ImageTask:
         return self.forward(model, batch)["best"]
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir, threshold=self.threshold)
+        return evaluate_2d(
+            self, model, self.ctx, vis_dir=vis_dir, threshold=self.threshold, protocol=self.eval_protocol
+        )
 
     def state_dict(self) -> dict:
         return {"bank": self.bank.state_dict()} if self.bank is not None else {}

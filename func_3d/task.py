@@ -11,13 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from tqdm import tqdm
 
 from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
 from medseg.batch import to_device
 from medseg.context import seed_augment
-from medseg.metrics import MetricAccumulator
+from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
 from medseg.prompts import PromptConfig, prompts_3d
 from medseg.transforms import volume_window
 from medseg.viz import panel_grid, save_png
@@ -136,6 +135,8 @@ class SAM2VideoTask:
         self.checkpointing = bool(cfg.trainer.get("activation_checkpointing", False))
         self.batch_clips = bool(cfg.func_3d.get("batch_clips", True))
         self.encoder_chunk = int(cfg.func_3d.get("encoder_chunk", 32))
+        self.eval_protocol = EvalProtocol.from_cfg(cfg)
+        refuse_automatic_3d(self.eval_protocol.prompt)
 
     def training_step(self, model, batch: ClipBatch) -> dict:
         """Loss over every frame and object of every clip. With ``func_3d.batch_clips`` the clips of the
@@ -175,55 +176,76 @@ class SAM2VideoTask:
         )
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_volumes(model, self.ctx, vis_dir=vis_dir)
+        return evaluate_volumes(model, self.ctx, vis_dir=vis_dir, protocol=self.eval_protocol)
+
+
+def refuse_automatic_3d(prompt_cfg) -> None:
+    """One clear line instead of a failure deep inside propagation: 3D needs a prompt on a key slice."""
+    if str(prompt_cfg.type) == "none":
+        raise ValueError(
+            "prompt=none (automatic mode) is 2D only: 3D propagation starts from a prompt on a key slice; "
+            "use prompt=box, prompt=click or prompt=mask (or train_2d.py for automatic mode)"
+        )
 
 
 @torch.no_grad()
-def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None):
-    """Whole-volume validation: per case x organ volumetric Dice, IoU and HD95 (mm, real spacing)."""
+def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, protocol=None):
+    """Whole-volume validation under the evaluation protocol (:mod:`medseg.evaluation`): per case x organ
+    volumetric Dice, IoU and HD95 on the input grid."""
     cfg = ctx.cfg
     cases = ctx.val_cases if cases is None else cases
     if cases is None or len(cases) == 0:
         return {}, [], {}
-    limit = cfg.trainer.get("limit_val_batches")
-    n = len(cases) if not limit else min(len(cases), int(limit))
+    protocol = protocol or EvalProtocol.from_cfg(cfg)
+    refuse_automatic_3d(protocol.prompt)
     classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
-    acc = MetricAccumulator()
-    images = {}
     f3 = cfg.func_3d
-    for i in tqdm(
-        range(n), desc="validate 3D", leave=False, disable=not cfg.trainer.get("progress_bar", True)
-    ):
+    n_vis = int(cfg.get("vis_max_cases", 4))
+
+    def evaluate_case(i: int) -> CaseResult:
         raw = cases[i]
         # layouts that declare no organ names (npz) name each case's own ids (label_<id>)
         case_classes = classes or {int(k): v for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
         s = ctx.val_transform(raw)
-        lab_s = s["label"].numpy()
-        ids = [k for k in case_classes if (lab_s == k).any()]
-        vp = prompts_from_label(lab_s, ids, cfg.prompt, mode=str(f3.val_prompt))
+        vp = volume_prompts(s["label"].numpy(), case_classes, protocol, str(raw["case_id"]))
         label = np.asarray(raw["label"])
         pred = segment_volume(
             model,
             s["image"],
             vp,
-            str(cfg.prompt.type),
+            protocol.prompt.type,
             label.shape[1:],
             threshold=float(f3.threshold),
             offload=bool(f3.offload),
             keep_largest=bool(f3.get("largest_component", False)),
             exact=bool(f3.get("exact_parity", False)),
         )
-        acc.add_case(
-            pred, label, tuple(float(x) for x in raw["spacing"]), case_classes, case_id=str(raw["case_id"])
-        )
-        if vis_dir is not None and i < int(cfg.get("vis_max_cases", 4)):
-            grids = volume_pictures(raw, pred, ctx.val_transform, vp)
-            for z, g in grids.items():
+        images = {}
+        if vis_dir is not None and i < n_vis:
+            for z, g in volume_pictures(raw, pred, ctx.val_transform, vp).items():
                 save_png(g, Path(vis_dir) / f"{raw['case_id']}_z{z:03d}.png")
-                if len(images) < 4:
-                    images[f"val_images/{raw['case_id']}_z{z}"] = g
-    summ = acc.summary()
-    return {f"val/{k}": float(v) for k, v in summ.items()}, acc.rows, images
+                images[f"val_images/{raw['case_id']}_z{z}"] = g
+        spacing = tuple(float(x) for x in raw["spacing"])
+        unit = raw.get("spacing_unit", "mm")
+        return CaseResult(str(raw["case_id"]), pred, label, spacing, case_classes, images, unit)
+
+    return run_evaluation(
+        len(cases),
+        evaluate_case,
+        protocol,
+        limit=cfg.trainer.get("limit_val_batches"),
+        progress=bool(cfg.trainer.get("progress_bar", True)),
+        desc="validate 3D",
+    )
+
+
+def volume_prompts(label_s: np.ndarray, classes, protocol, case_id: str) -> VolumePrompts:
+    """The protocol's prompts of one resized (D,S,S) reference: each organ present gets its key-slice
+    prompt (or every ``prompt.freq``-th slice), exact unless ``eval_prompt`` asks for jitter."""
+    ids = [k for k in classes if (label_s == k).any()]
+    return prompts_from_label(
+        label_s, ids, protocol.prompt_cfg(), mode=protocol.mode_3d, rng=protocol.rng(case_id), jitter=True
+    )
 
 
 def volume_pictures(

@@ -31,11 +31,14 @@ def prompts_from_label(
     *,
     mode: str = "key_slice",
     rng: np.random.Generator | None = None,
+    jitter: bool = False,
 ) -> VolumePrompts:
     """Prompts from a resized (D,S,S) label: the key slice of each organ (``key_slice``) or every
-    ``prompt.freq``-th slice (``freq``). No jitter: validation and inference prompts are exact."""
+    ``prompt.freq``-th slice (``freq``). Exact boxes unless ``jitter`` (the evaluation protocol's optional
+    ``eval_prompt.jitter_px`` for robustness studies, already in ``prompt_cfg``)."""
     cfg = PromptConfig.from_cfg(prompt_cfg)
-    cfg.jitter_px, cfg.jitter_frac = 0.0, 0.0
+    if not jitter:
+        cfg.jitter_px, cfg.jitter_frac = 0.0, 0.0
     if mode == "key_slice":
         cfg.freq = None
     elif mode != "freq":
@@ -91,6 +94,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == (int(np.argmax(sizes)) + 1)
 
 
+def upsample_logits(low: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize one slice's low-resolution logits ``[O, s, s]`` to ``[O, H, W]`` (bilinear) exactly as Meta's
+    predictor does (``_get_orig_video_res_output``): objects as the batch, one channel each. Resizing them
+    as O channels of one image gives the same values up to 1 ulp, which can flip a voxel where two
+    organs' logits tie."""
+    return F.interpolate(low[:, None].float(), size=out_hw, mode="bilinear", align_corners=False)[:, 0]
+
+
 @torch.no_grad()
 def segment_volume(
     model,
@@ -138,7 +149,7 @@ def segment_volume(
 
         it = tqdm(it, desc="assemble", leave=False)
     for z in it:
-        up = F.interpolate(low[z][None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
+        up = upsample_logits(low[z], (H, W))
         best, arg = up.max(0)
         fg = best > threshold
         out[z] = torch.where(fg, ids[arg.cpu()], torch.zeros_like(arg)).numpy()

@@ -116,10 +116,29 @@ def collate_sam2_2d(
         sp = s.get("spacing", (1.0, 1.0, 1.0))
         spacing.append([float(sp[-2]), float(sp[-1])])
         lab_np = lab.numpy()
-        ids = set(np.unique(lab_np).tolist()) - {0}
-        if cfg.empty == "negative":
-            ids |= {int(i) for i in (s.get("label_names") or {}) if int(i) > 0}
+        declared = {int(i) for i in (s.get("label_names") or {}) if int(i) > 0}
+        if cfg.type == "none":  # automatic mode: every declared class, whatever the reference holds
+            ids = declared or set(np.unique(lab_np).tolist()) - {0}
+        else:
+            ids = set(np.unique(lab_np).tolist()) - {0}
+            if cfg.empty == "negative":
+                ids |= declared
         for oid in sorted(ids):
+            if cfg.type == "none":  # no prompt: the object is kept even where the reference is empty
+                m = lab_np == oid
+                objs.append(
+                    {
+                        "obj_id": int(oid),
+                        "mask": m,
+                        "empty": not m.any(),
+                        "box": np.zeros(4, np.float32),
+                        "points": np.zeros((0, 2), np.float32),
+                        "point_labels": np.zeros(0, np.int64),
+                        "mask_prompt": np.zeros(m.shape, np.float32),
+                    }
+                )
+                obj_img.append(b)
+                continue
             p = object_prompt(lab_np == oid, cfg, rng, obj_id=int(oid))
             if p is not None:
                 objs.append(p)

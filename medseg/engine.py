@@ -20,7 +20,6 @@ SIGTERM / SIGUSR1 / Ctrl-C that writes ``checkpoint_last.pth`` at the current st
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -36,8 +35,10 @@ from tqdm import tqdm
 from medseg.distributed import wrap_for_training
 from medseg.optim import build_optimizer, build_scheduler
 from medseg.preemption import PreemptionGuard
-from medseg.runtime import DistInfo, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
-from medseg.tables import append_csv, keep_rows, read_csv, write_csv
+from medseg.run_outputs import RunOutputs
+from medseg.runtime import DistInfo, atomic_torch_save, rng_state, set_rng_state
+from medseg.sampling import SeededSamples, epoch_batches
+from medseg.tables import append_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +49,7 @@ class TrainingError(RuntimeError):
     """Training cannot continue (e.g. NaN loss); the message says why and where the last good checkpoint is."""
 
 
-class SeededSamples(torch.utils.data.Dataset):
-    """Map ``(epoch, index)`` to a sample drawn with its own RNG, so data is identical whatever the
-    number of workers, processes or resumes."""
-
-    def __init__(self, source, seed: int):
-        self.source, self.seed = source, int(seed)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, key):
-        epoch, i = key
-        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
-        return self.source.get(int(i), rng)
-
-
-def epoch_batches(
-    n: int, batch_size: int, world: int, epoch: int, seed: int, limit: int | None
-) -> list[list[int]]:
-    """Global batches of one epoch (a seeded permutation), each of ``batch_size * world`` indices.
-
-    Small datasets wrap around so every batch is full and every process gets the same count.
-    """
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    gbs = batch_size * world
-    n_batches = max(1, n // gbs)
-    if limit:
-        n_batches = min(n_batches, int(limit)) if n >= gbs else min(int(limit), 1)
-    need = n_batches * gbs
-    order = (order * (need // n + 1))[:need]
-    return [order[b * gbs : (b + 1) * gbs] for b in range(n_batches)]
-
-
-class Engine:
+class Engine(RunOutputs):
     """Fit or evaluate ``model`` with ``task`` under ``cfg`` (the resolved Hydra config)."""
 
     def __init__(
@@ -205,49 +172,6 @@ class Engine:
             *(path, self.epoch, self.batch_in_epoch, self.step),
         )
 
-    def _resume_path(self) -> Path | None:
-        """``trainer.resume``: a checkpoint path, or ``auto`` = this run folder's ``checkpoint_last.pth``
-        when there is one (a requeued SLURM job starts again in the same folder)."""
-        r = self.t.get("resume")
-        if not r:
-            return None
-        if str(r) == "auto":
-            last = self.out_dir / "checkpoint_last.pth"
-            return last if last.exists() else None
-        return Path(str(r))
-
-    def _init_tables(self, resumed: Path | None) -> None:
-        """A run resumed in its own folder appends to its ``metrics.csv`` / ``val_cases.csv`` (rows after
-        the checkpoint, if any, are dropped: they are redone); elsewhere the tables start from the
-        checkpoint's history (and the earlier folder's ``val_cases.csv``)."""
-        if not self.dist.is_main:
-            return
-        metrics, cases = self.out_dir / "metrics.csv", self.out_dir / "val_cases.csv"
-
-        def done(r):
-            return int(float(r.get("epoch") or 0)) <= self.epoch
-
-        if resumed is not None and resumed.resolve().parent == self.out_dir.resolve():
-            n = keep_rows(metrics, done) + keep_rows(cases, done)
-            if n:
-                log.info("dropped %d table rows written after %s", n, resumed)
-            if not metrics.exists():
-                self._write_tables()
-            return
-        for f in (metrics, cases):  # a new run (or a run started again from scratch here)
-            f.unlink(missing_ok=True)
-        self._write_tables()
-        old = resumed.parent / "val_cases.csv" if resumed is not None else None
-        if old is not None and old.exists():
-            rows = [r for r in read_csv(old) if done(r)]
-            if rows:
-                write_csv(cases, rows)
-
-    def _add_row(self, row: dict) -> None:
-        self.history.append(row)
-        if self.dist.is_main:
-            append_csv(self.out_dir / "metrics.csv", [self._csv_row(row)])
-
     # ------------------------------------------------------------------ loop
     def _loader(self, batches: list[list[int]], epoch: int):
         bs, r = int(self.t.batch_size), self.dist.rank
@@ -263,15 +187,6 @@ class Engine:
             persistent_workers=False,
             prefetch_factor=2 if nw > 0 else None,
         )
-
-    def _stop_signal(self, guard: PreemptionGuard) -> int | None:
-        """The signal received by any process (all ranks stop after the same step)."""
-        s = float(guard.signum or 0)
-        if self.dist.enabled:
-            t = torch.tensor([s], device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            s = float(t.item())
-        return int(s) or None
 
     def _stop(self, guard: PreemptionGuard, signum: int, n_batches: int) -> None:
         last = self.out_dir / "checkpoint_last.pth"
@@ -335,7 +250,7 @@ class Engine:
                 self.save("checkpoint_last.pth")
                 if self.dist.enabled:
                     dist.barrier()
-                signum = self._stop_signal(guard)
+                signum = guard.agreed(self.device, self.dist.enabled)
                 if signum:
                     self._stop(guard, signum, 0)
         self._write_summary(time.time() - start)
@@ -402,7 +317,7 @@ class Engine:
                     scalars["perf/loader_wait_s"] = step_wait
                     self.writer.log_scalars(scalars, self.step)
                 finished = bool(max_steps and self.step >= max_steps)
-                signum = self._stop_signal(guard)
+                signum = guard.agreed(self.device, self.dist.enabled)
                 if signum or (every and self.step % every == 0 and self.batch_in_epoch < len(batches)):
                     self.epoch_progress = {"sums": dict(sums), "count": count, "wait": wait}
                     self.save("checkpoint_last.pth")  # mid-epoch: resume continues with the next batch
@@ -478,43 +393,3 @@ class Engine:
         return summary
 
     # ------------------------------------------------------------------ outputs
-    def _csv_row(self, r: dict) -> dict:
-        pid = (self.extra_state.get("eval_protocol") or {}).get("id")
-        # each validation row names the protocol that produced it
-        return {**r, "eval_protocol": pid} if pid and any(k.startswith("val/") for k in r) else r
-
-    def _write_tables(self):
-        if self.dist.is_main and self.history:
-            write_csv(self.out_dir / "metrics.csv", [self._csv_row(r) for r in self.history])
-
-    def _write_summary(self, train_time: float):
-        if not self.dist.is_main:
-            return
-        n_all = sum(p.numel() for p in self.model.parameters())
-        n_tr = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-        if peak is None:
-            try:
-                import resource
-
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB of host RSS
-            except Exception:  # pragma: no cover
-                peak = None
-        last = self.history[-1] if self.history else {}
-        info = {
-            "model": str(self.cfg.model.get("name", "")),
-            "params": n_all,
-            "trainable_params": n_tr,
-            "train_time_s": train_time,
-            "peak_memory_mb": peak,
-            "peak_memory_kind": "cuda" if self.device.type == "cuda" else "host_rss",
-            "device": str(self.device),
-            "steps": self.step,
-            "epochs": self.epoch,
-            "best": self.best,
-            "last": last,
-            "weights": self.extra_state.get("weights"),  # where the starting weights came from
-            "eval_protocol": self.extra_state.get("eval_protocol"),  # how every score was computed
-            "split_file": "splits.json",
-        }
-        atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

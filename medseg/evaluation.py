@@ -94,7 +94,12 @@ class EvalProtocol:
         """Short, complete name of the protocol, e.g. ``box:tight``, ``click:1pos0neg:seed0``."""
         p = self.prompt
         if p.type == "box":
-            parts = ["box", "tight" if not (self.jitter_px or self.jitter_frac) else f"jitter{self.jitter_px:g}px+{self.jitter_frac:g}"]
+            parts = [
+                "box",
+                "tight"
+                if not (self.jitter_px or self.jitter_frac)
+                else f"jitter{self.jitter_px:g}px+{self.jitter_frac:g}",
+            ]
         elif p.type == "click":
             parts = ["click", f"{p.n_pos}pos{p.n_neg}neg"]
         elif p.type == "mask":

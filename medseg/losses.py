@@ -56,11 +56,25 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     return logits, target.to(dtype=logits.dtype)[:, None]
 
 
+def actual_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of ``logits > 0`` with the target. logits ``[N, M, H, W]``, target ``[N, 1, H, W]`` -> ``[N, M]``.
+
+    Both empty gives 0 (SAM2: intersection / max(union, 1)).
+    """
+    pred = logits.detach() > 0
+    tgt = target > 0.5
+    inter = (pred & tgt).flatten(2).sum(-1).float()
+    union = (pred | tgt).flatten(2).sum(-1).float()
+    return inter / union.clamp(min=1.0)
+
+
 class _PerObjectLoss(nn.Module):
     """Base: subclasses give per-mask parts ``[K]`` for K flattened masks; this class selects and reduces."""
 
     #: name -> weight of the mask parts that take part in the best-candidate selection
     weights: dict[str, float]
+    #: weight of the IoU-head regression with multimask logits (0 disables it)
+    iou_weight: float = 1.0
 
     def mask_parts(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-mask unweighted parts. logits, target: ``[K, 1, H, W]``; returns ``{name: [K]}``."""
@@ -91,19 +105,35 @@ class _PerObjectLoss(nn.Module):
         iou_pred: torch.Tensor | None = None,
         obj_score: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Weighted loss and its parts; ``iou_pred``/``obj_score`` are accepted for a common signature and unused.
+        """Weighted loss and its parts.
+
+        With multimask logits (``M > 1``) and ``iou_pred`` given, the IoU head is trained as SAM does
+        (part ``iou``: L1 of ``iou_pred`` to the actual IoU of every candidate, weight ``iou_weight``):
+        at evaluation the candidate with the highest predicted IoU is kept, so an untrained head would
+        pick masks at random. Single-mask logits (box prompts) keep exactly the mask parts.
+        ``obj_score`` is accepted for a common signature and unused.
 
         Args:
             logits: ``[N, H, W]`` or ``[N, M, H, W]`` logits.
             target: ``[N, H, W]`` bool/float.
+            iou_pred: ``[N, M]`` predicted IoU per candidate, or None.
         """
         logits, target = _prepare(logits, target)
-        if logits.shape[0] == 0:
+        n, m = logits.shape[:2]
+        train_iou = iou_pred is not None and m > 1 and self.iou_weight > 0
+        if train_iou and tuple(iou_pred.shape) != (n, m):
+            raise ValueError(f"iou_pred must be [N, M] = {(n, m)}, got {tuple(iou_pred.shape)}")
+        names = list(self.weights) + (["iou"] if train_iou else [])
+        if n == 0:
             zero = logits.sum() * 0.0
-            return {"loss": zero, **{k: zero.detach() for k in self.weights}}
+            return {"loss": zero, **{k: zero.detach() for k in names}}
         best, _, _ = self._best_mask_parts(logits, target)
         out = {k: v.mean() for k, v in best.items()}
         total = sum(self.weights[k] * out[k] for k in self.weights)
+        if train_iou:
+            diff = iou_pred.to(logits.dtype) - actual_iou(logits, target)
+            out["iou"] = diff.abs().mean()
+            total = total + self.iou_weight * out["iou"]
         return {"loss": total, **out}
 
 
@@ -128,12 +158,14 @@ class DiceBCELoss(_PerObjectLoss):
         pos_weight: float | None = None,
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
+        iou_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.weights = {
             "dice": _check_weight("dice_weight", dice_weight),
             "bce": _check_weight("bce_weight", bce_weight),
         }
+        self.iou_weight = _check_weight("iou_weight", iou_weight)
         if pos_weight is not None:
             _check_weight("pos_weight", pos_weight)
             self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]), persistent=False)
@@ -170,12 +202,14 @@ class DiceCELoss(_PerObjectLoss):
         squared_pred: bool = False,
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
+        iou_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.weights = {
             "dice": _check_weight("lambda_dice", lambda_dice),
             "ce": _check_weight("lambda_ce", lambda_ce),
         }
+        self.iou_weight = _check_weight("iou_weight", iou_weight)
         self.dice = DiceLoss(
             sigmoid=True,
             reduction="none",
@@ -254,17 +288,7 @@ class SAM2Loss(_PerObjectLoss):
         focal = self.focal(logits, target).flatten(1).mean(1)
         return {"focal": focal, "dice": self.dice(logits, target).flatten()}
 
-    @staticmethod
-    def actual_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """IoU of ``logits > 0`` with the target. logits ``[N, M, H, W]``, target ``[N, 1, H, W]`` -> ``[N, M]``.
-
-        Both empty gives 0 (SAM2: intersection / max(union, 1)).
-        """
-        pred = logits.detach() > 0
-        tgt = target > 0.5
-        inter = (pred & tgt).flatten(2).sum(-1).float()
-        union = (pred | tgt).flatten(2).sum(-1).float()
-        return inter / union.clamp(min=1.0)
+    actual_iou = staticmethod(actual_iou)
 
     def forward(
         self,

@@ -77,6 +77,8 @@ def build_sam2_model(
     *,
     image_size: int = 1024,
     checkpoint: str | None = None,
+    default_checkpoint: str | None = None,
+    download_hint: str | None = None,
     target: str = "base",
     extra: dict | None = None,
     trainable: str | list[str] | None = None,
@@ -87,17 +89,28 @@ def build_sam2_model(
     Args:
         variant: one of :data:`VARIANTS`.
         image_size: input side in pixels, a multiple of 32 in [64, 1024].
-        checkpoint: Meta ``.pt`` (``{"model": state_dict}``) or one of our training checkpoints.
+        checkpoint: Meta ``.pt`` (``{"model": state_dict}``) or one of our training checkpoints; ``"auto"``
+            = ``default_checkpoint`` (error naming it and ``download_hint`` when missing); None = random
+            init (logged as a WARNING). The result is recorded as ``model.weights_info``
+            (:func:`medseg.weights.weights_record`).
+        default_checkpoint: the published file of this variant (``model.default_checkpoint``).
+        download_hint: the command that fetches ``default_checkpoint``.
         target: ``base`` (``SAM2Base``, for training) or ``video_predictor`` (Meta's predictor class).
         extra: dotted-key overrides of the model node (e.g. ``{"num_maskmem": 5}``).
         trainable: preset or name patterns of the parts that train (see :mod:`sam2_train.trainable`).
     """
+    from medseg.weights import resolve_checkpoint, weights_record
+
+    path = resolve_checkpoint(
+        checkpoint, default=default_checkpoint, hint=download_hint, what=f"SAM2 {variant}"
+    )
     cfg = model_config(variant, image_size, target, extra)
     model = instantiate(cfg, _recursive_=True)
-    if checkpoint:
+    if path is not None:
         from sam2_train.checkpoint import load_sam2_weights
 
-        load_sam2_weights(model, checkpoint, variant=variant)
+        load_sam2_weights(model, path, variant=variant)
+    model.weights_info = weights_record(path)
     if trainable is not None:
         from sam2_train.trainable import apply_trainable
 

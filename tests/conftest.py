@@ -29,6 +29,8 @@ if "SAM2_MEDICAL_CACHE" not in os.environ:
 
 SMALL = [
     "model.image_size=64",
+    "model.checkpoint=null",  # random weights (Meta's files cannot be downloaded here); logged as a WARNING
+    "sam2_checkpoint=null",
     "trainer.device=cpu",
     "trainer.num_workers=0",
     "trainer.amp=false",

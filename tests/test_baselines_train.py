@@ -60,7 +60,7 @@ def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
     sweep = tmp_path / "sweep"
     r = subprocess.run(
         [sys.executable, "train_2d.py", "-m", "experiment=kvasir_baselines", f"dataset.root={root}",
-         "model.image_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=2",
+         "model.image_size=64", "sam2_checkpoint=null", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=2",
          "trainer.batch_size=2", "trainer.device=cpu", "trainer.num_workers=0", "trainer.progress_bar=false",
          f"hydra.sweep.dir={sweep}"],
         cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900,

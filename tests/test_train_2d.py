@@ -322,6 +322,7 @@ def test_ddp_two_processes_match_one_process(data_root, tmp_path):
         "train_2d.py",
         f"dataset.root={data_root / 'kvasir'}",
         "model.image_size=64",
+        "model.checkpoint=null",
         "trainer.device=cpu",
         "trainer.num_workers=0",
         "trainer.max_epochs=1",

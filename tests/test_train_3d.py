@@ -144,6 +144,7 @@ def test_torchrun_two_cpu_processes(data_root, tmp_path):
             "train_3d.py",
             f"dataset.root={data_root / 'nnunet'}",
             "model.image_size=64",
+            "model.checkpoint=null",
             "trainer.device=cpu",
             "trainer.num_workers=0",
             "trainer.max_epochs=2",
