@@ -62,6 +62,18 @@ class PreemptionGuard:
             signal.signal(s, prev)
         self._previous.clear()
 
+    def agreed(self, device, distributed: bool) -> int | None:
+        """The signal received by any process (one all-reduce, so every rank stops after the same step)."""
+        s = float(self.signum or 0)
+        if distributed:
+            import torch
+            import torch.distributed as dist
+
+            t = torch.tensor([s], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            s = float(t.item())
+        return int(s) or None
+
     def finish(self, signum: int, message: str, *, is_main: bool) -> None:
         """After the checkpoint is written: print ``message``, hand over to a requeue protocol, and raise
         :class:`RunInterrupted` (the entry point exits with 128 + signum)."""
