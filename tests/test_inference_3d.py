@@ -225,7 +225,7 @@ def test_prompts_file_on_unlabelled_volume(volumes, trained, tmp_path):
     ref, ref_aff = _nii(volumes / "imagesTs" / f"{TEST_CASE}_0000.nii.gz")
     assert data.shape == ref.shape == (W, H, D)
     np.testing.assert_allclose(aff, ref_aff, atol=1e-5)
-    assert np.array_equal(np.load(preds / f"{TEST_CASE}.npy"), data)
+    assert np.array_equal(np.load(preds / f"{TEST_CASE}.npy"), data.transpose(2, 1, 0))  # (D, H, W)
     assert set(np.unique(data)) <= {0, 1, 2}
 
 
