@@ -255,3 +255,23 @@ def test_automatic_mode_two_classes_trains_and_evaluates(data_root, tmp_path):
         "train_2d", [*over, "train=false", f"model.checkpoint={out / 'checkpoint_best.pth'}"], tmp_path / "ev"
     )
     assert read_csv(tmp_path / "ev" / "val_cases.csv")
+
+
+def test_compare_shows_weights_and_protocol_per_arm(data_root, random_t64, tmp_path):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("compare_tool", ROOT / "tools" / "compare.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    compare_runs = tool.compare_runs
+
+    common = [f"dataset.root={data_root / 'kvasir'}", "train=false"]
+    run_entry("train_2d", common, tmp_path / "random")
+    run_entry("train_2d", [*common, f"model.checkpoint={random_t64}"], tmp_path / "meta")
+    rows = compare_runs([tmp_path / "random", tmp_path / "meta"], tmp_path / "cmp", names=["a", "b"])
+    assert rows[0]["weights"] == "random" and rows[1]["weights"].startswith("sam2.1_hiera_tiny.pt (sha256 ")
+    assert rows[0]["eval_protocol"] == rows[1]["eval_protocol"] == "box:tight"
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "RANDOM weights" in md and "sam2.1_hiera_tiny.pt (sha256" in md

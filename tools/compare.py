@@ -100,6 +100,13 @@ def hd95_unit(path: Path, rows: list[dict[str, Any]], epoch: int | None) -> str:
     return units[0]
 
 
+def weights_text(record: dict[str, Any] | None) -> str:
+    """``random``, ``<file> (sha256 1234abcd)`` or ``unknown`` (older runs)."""
+    from medseg.weights import describe
+
+    return describe(record)
+
+
 def model_name(run_dir: Path, summary: dict[str, Any]) -> str:
     """Model name from ``run_summary.json``, else ``model.name`` of ``.hydra/config.yaml``, else the folder."""
     if summary.get("model"):
@@ -225,7 +232,7 @@ def write_markdown(
     head = ["Run", "Model", "Epoch", "Params", "Trainable", "Dice", "IoU", f"HD95 ({unit})"]
     for c in classes:
         head += [f"Dice {c}", f"IoU {c}", f"HD95 {c} ({unit})"]
-    head += ["Train time (s)", "Peak memory (MB)"]
+    head += ["Train time (s)", "Peak memory (MB)", "Weights", "Eval protocol"]
     lines = [
         "# Run comparison",
         "",
@@ -250,7 +257,7 @@ def write_markdown(
         ]
         for c in classes:
             cells += [_pm(r, f"dice/{c}", 4), _pm(r, f"iou/{c}", 4), _pm(r, f"hd95/{c}", 2)]
-        cells += [_num(r.get("train_time_s"), ".1f"), mem]
+        cells += [_num(r.get("train_time_s"), ".1f"), mem, r.get("weights", "unknown"), r.get("eval_protocol", "unknown")]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     lines += ["", "Runs:", ""] + [f"- `{r['run']}`: `{r['run_dir']}`" for r in rows]
     if plot:
@@ -406,8 +413,17 @@ def compare_runs(
                 "train_time_s": summary.get("train_time_s"),
                 "peak_memory_mb": summary.get("peak_memory_mb"),
                 "peak_memory_kind": summary.get("peak_memory_kind"),
+                "weights": weights_text(summary.get("weights")),
+                "eval_protocol": (summary.get("eval_protocol") or {}).get("id", "unknown"),
             }
         )
+        if not summary.get("weights"):
+            notes.append(f"{d}: run_summary.json does not say where its weights came from")
+        elif summary["weights"].get("source") == "random":
+            notes.append(f"{d}: {model} started from RANDOM weights")
+    protocols = sorted({r["eval_protocol"] for r in rows})
+    if len(protocols) > 1:
+        notes.append("the arms were scored under different evaluation protocols: " + ", ".join(protocols))
     labels = [r["run"] for r in rows]
     if len(set(labels)) < len(labels):  # same model twice: tell the runs apart by their folder
         for r, d in zip(rows, dirs):
