@@ -341,3 +341,18 @@ def test_clips_of_different_lengths_run_in_groups(data_root, tmp_path):
     loss_s, grads_s = _loss_and_grads(task, model, short)
     assert loss_b == pytest.approx(loss_s, rel=1e-5)
     _assert_grads_close(grads_b, grads_s, rel=1e-4, floor=1e-6)
+
+
+def test_step_without_objects_reaches_every_trainable_parameter(data_root, tmp_path):
+    """Clips without any object give a zero loss that still reaches every trainable parameter: backward
+    works (it used to raise: the loss had no graph) and DDP with find_unused_parameters=false gets the
+    gradient it waits for from each parameter."""
+    import dataclasses
+
+    task, batch, model = _clip_batch_and_task(data_root, tmp_path, [])
+    empty = dataclasses.replace(batch, obj_ids=[[] for _ in batch.obj_ids])
+    parts = task.training_step(model, empty)
+    assert float(parts["loss"]) == 0.0
+    parts["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(trainable) > 100 and all(p.grad is not None and not p.grad.any() for p in trainable)
