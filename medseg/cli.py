@@ -9,6 +9,10 @@ import sys
 from hydra.errors import InstantiationException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
+from medseg.sweep import register_resolvers
+
+register_resolvers()  # before @hydra.main composes: conf/hydra/default.yaml names sweep job folders with it
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FileNotFoundError,

@@ -1,19 +1,93 @@
-"""Sweep summary: after a Hydra multirun, one table and one plot over the jobs of the sweep.
+"""Sweeps: job folder names, and after a Hydra multirun one table and one plot over the jobs.
 
-Registered in ``conf/hydra/default.yaml`` as a Hydra callback; ``summarize_sweep(DIR)`` can also be
-called by hand on any folder that holds run folders.
+Job folders are ``<job.num>_<short key>`` (:func:`job_dirname`, the ``sweep_job_dirname`` resolver of
+``conf/hydra/default.yaml``; :func:`register_resolvers` runs when ``medseg.cli`` is imported, i.e. before
+``@hydra.main`` composes). The full overrides stay in each job's ``.hydra/overrides.yaml``.
+
+The summary is a Hydra callback (``conf/hydra/default.yaml``): it takes the job folders from Hydra's job
+results (``on_job_end``), or, where jobs ran in other processes (submitit), from the ``run_summary.json``
+files under the sweep folder at any depth. When it cannot write a summary it says why in one line on
+stderr. ``summarize_sweep(DIR)`` can also be called by hand on any folder that holds run folders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from pathlib import Path
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from medseg.runtime import atomic_write_text
 from medseg.tables import write_csv
+
+MAX_JOB_DIRNAME = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
+
+
+def _short_value(value: str) -> str:
+    """An override's value for a folder name: a path becomes its file name without suffix."""
+    v = value.strip().strip("'\"")
+    if "/" in v or "\\" in v:
+        name = PurePosixPath(v.replace("\\", "/").rstrip("/")).name
+        v = PurePosixPath(name).stem if name else v
+    return _UNSAFE.sub("-", v).strip("-")
+
+
+def job_dirname(
+    num: int | str, overrides: Iterable[str], exclude_keys: Iterable[str] = (), max_len: int = MAX_JOB_DIRNAME
+) -> str:
+    """Folder name of one sweep job: ``<num>_<key=value,...>``, at most ``max_len`` characters.
+
+    Overrides are sorted as Hydra's ``override_dirname``; keys in ``exclude_keys`` (without ``+``/``~``)
+    are left out; a key is shortened to its last dotted part and a value holding a path to its file
+    name without suffix (``sam2_checkpoint=checkpoints/sam2.1_hiera_tiny.pt`` → ``sam2_checkpoint=
+    sam2.1_hiera_tiny``); characters other than letters, digits and ``._=,-`` become ``-``. A longer
+    name is cut and ends with 8 hex digits of a hash of all overrides, so different jobs stay apart.
+    """
+    if max_len < 20:
+        raise ValueError(f"max_len={max_len}: a job folder name needs at least 20 characters")
+    lines = sorted(str(x) for x in overrides)
+    excluded = {str(k) for k in exclude_keys}
+    items = []
+    for line in lines:
+        key, has_value, value = line.partition("=")
+        bare = key.strip().lstrip("+~")
+        if bare in excluded:
+            continue
+        name = _UNSAFE.sub("-", bare.rsplit(".", 1)[-1]).strip("-")
+        if key.strip().startswith("~"):
+            name = f"no-{name}"
+        items.append(f"{name}={_short_value(value)}" if has_value else name)
+    key = ",".join(i for i in items if i)
+    out = f"{num}_{key}" if key else str(num)
+    if len(out) > max_len:
+        digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:8]
+        out = f"{out[: max_len - 9].rstrip(',=-._')}-{digest}"
+    return out
+
+
+def register_resolvers() -> None:
+    """Register ``${sweep_job_dirname:NUM,OVERRIDES,EXCLUDE_KEYS}`` with OmegaConf (idempotent)."""
+    if not OmegaConf.has_resolver("sweep_job_dirname"):
+        OmegaConf.register_new_resolver(
+            "sweep_job_dirname",
+            lambda num, overrides, exclude=(): job_dirname(num, list(overrides), list(exclude or ())),
+        )
+
+
+def _loud(msg: str) -> None:
+    print(f"WARNING {msg}", file=sys.stderr, flush=True)
+
+
+def find_job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """Every run folder under ``sweep_dir`` at any depth (a folder holding ``run_summary.json``)."""
+    return sorted({p.parent for p in Path(sweep_dir).rglob("run_summary.json")})
 
 
 def _run_row(run: Path) -> dict | None:
@@ -51,12 +125,36 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def summarize_sweep(sweep_dir: str | Path) -> list[dict]:
-    """Write ``sweep_summary.csv``, ``sweep_summary.md`` and ``sweep_summary.png`` into ``sweep_dir``."""
+def summarize_sweep(sweep_dir: str | Path, runs: Iterable[str | Path] | None = None) -> list[dict]:
+    """Write ``sweep_summary.csv``, ``sweep_summary.md`` and ``sweep_summary.png`` into ``sweep_dir``.
+
+    ``runs``: the job folders (default: :func:`find_job_dirs`). Jobs without ``run_summary.json`` are
+    named in one warning line; with none at all nothing is written and the line says so.
+    """
     sweep_dir = Path(sweep_dir)
-    rows = [r for r in (_run_row(p) for p in sorted(sweep_dir.iterdir()) if p.is_dir()) if r]
+    runs = find_job_dirs(sweep_dir) if runs is None else [Path(r) for r in runs]
+    rows, missing = [], []
+    for run in runs:
+        row = _run_row(run)
+        if row is None:
+            missing.append(run.name)
+            continue
+        where = run.resolve()
+        if where.parent != sweep_dir.resolve() and where.is_relative_to(sweep_dir.resolve()):
+            row["run"] = str(where.relative_to(sweep_dir.resolve()))  # a nested job folder
+        rows.append(row)
     if not rows:
+        _loud(
+            f"sweep summary not written: none of the {len(runs)} job folders Hydra reported under {sweep_dir} "
+            "holds a run_summary.json"
+            if runs
+            else f"sweep summary not written: no job folder with run_summary.json under {sweep_dir}"
+        )
         return []
+    if missing:
+        _loud(
+            f"sweep summary: {len(missing)} of {len(runs)} jobs have no run_summary.json: {', '.join(missing)}"
+        )
     write_csv(sweep_dir / "sweep_summary.csv", rows)
     cols = [
         "run",
@@ -103,21 +201,38 @@ def summarize_sweep(sweep_dir: str | Path) -> list[dict]:
 
 
 class SweepSummaryCallback(Callback):
-    """Hydra callback: writes the sweep summary into ``hydra.sweep.dir`` when a multirun ends."""
+    """Hydra callback: writes the sweep summary into ``hydra.sweep.dir`` when a multirun ends, over the
+    job folders Hydra reported (jobs run in this process) or found under the sweep folder."""
+
+    def __init__(self) -> None:
+        self.job_dirs: list[Path] = []
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.job_dirs = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        out = OmegaConf.select(job_return.hydra_cfg or config, "hydra.runtime.output_dir")
+        if out and Path(out) not in self.job_dirs:
+            self.job_dirs.append(Path(out))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        summarize_sweep(sweep_dir)
+        runs = self.job_dirs or find_job_dirs(sweep_dir)
+        summarize_sweep(sweep_dir, runs)
         if config.get("compare_runs"):
-            compare_sweep(sweep_dir)
+            compare_sweep(sweep_dir, runs)
 
 
-def compare_sweep(sweep_dir: Path) -> Path | None:
+def compare_sweep(sweep_dir: Path, runs: Iterable[str | Path] | None = None) -> Path | None:
     """Run tools/compare.py over the job folders of a sweep into ``sweep_dir/comparison``."""
     import importlib.util
 
-    runs = [p for p in sorted(Path(sweep_dir).iterdir()) if (p / "val_cases.csv").exists()]
+    jobs = find_job_dirs(sweep_dir) if runs is None else [Path(r) for r in runs]
+    runs = [p for p in jobs if (p / "val_cases.csv").exists()]
     if len(runs) < 2:
+        _loud(
+            f"comparison not written: {len(runs)} of {len(jobs)} jobs under {sweep_dir} have a val_cases.csv (need 2)"
+        )
         return None
     spec = importlib.util.spec_from_file_location(
         "sam2med_compare", Path(__file__).resolve().parents[1] / "tools" / "compare.py"
