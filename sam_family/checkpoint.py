@@ -46,7 +46,9 @@ def load_sam_weights(model: torch.nn.Module, path: str | Path, *, variant: str |
             f"(choose model=sam_{found} or the matching checkpoint)"
         )
     sd = adapt_state_dict(sd, model)
-    if "class_prompts.tokens" in sd and not hasattr(model, "class_prompts"):  # automatic mode's learned tokens
+    if "class_prompts.tokens" in sd and not hasattr(
+        model, "class_prompts"
+    ):  # automatic mode's learned tokens
         from sam2_train.class_prompts import attach_class_prompts
 
         attach_class_prompts(model, int(sd["class_prompts.tokens"].shape[0]) - 1)

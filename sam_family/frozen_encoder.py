@@ -34,7 +34,12 @@ class SamEncoderDecoder(SemanticSegmenter):
     """
 
     def __init__(
-        self, *, image_encoder: nn.Module, normalize: nn.Module, num_classes: int = 1, decoder_channels: int = 256
+        self,
+        *,
+        image_encoder: nn.Module,
+        normalize: nn.Module,
+        num_classes: int = 1,
+        decoder_channels: int = 256,
     ) -> None:
         super().__init__(num_classes)
         self.image_encoder = image_encoder
@@ -42,7 +47,9 @@ class SamEncoderDecoder(SemanticSegmenter):
         for p in self.image_encoder.parameters():
             p.requires_grad_(False)
         self.image_encoder.eval()
-        self.decoder = simple_decoder(int(image_encoder.neck[0].out_channels), decoder_channels, self.num_classes)
+        self.decoder = simple_decoder(
+            int(image_encoder.neck[0].out_channels), decoder_channels, self.num_classes
+        )
 
     def train(self, mode: bool = True) -> SamEncoderDecoder:
         super().train(mode)
@@ -57,8 +64,9 @@ class SamEncoderDecoder(SemanticSegmenter):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _sam_vit_b(*, sam_checkpoint, sam_default, download_hint, image_size, normalize, num_classes,
-               decoder_channels, **_):
+def _sam_vit_b(
+    *, sam_checkpoint, sam_default, download_hint, image_size, normalize, num_classes, decoder_channels, **_
+):
     from sam_family.build import build_sam_net
     from sam_family.checkpoint import load_sam_weights
 
@@ -87,20 +95,46 @@ def _resnet50(*, resnet_weights, image_size, num_classes, decoder_channels, **_)
 ENCODERS = {"sam_vit_b": _sam_vit_b, "resnet50": _resnet50}
 
 
+def _load_strict(model: nn.Module, path: Path) -> None:
+    """One of our checkpoints of this model (``{"model": state_dict}``), strictly; one-line errors."""
+    from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+
+    sd = state_dict_of(read_checkpoint(path), path)
+    want = model.state_dict()
+    missing, unexpected = [k for k in want if k not in sd], [k for k in sd if k not in want]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: keys do not match model=frozen_encoder_decoder with encoder {model.encoder_name} "
+            f"({len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]})"
+        )
+    bad = [k for k in sd if tuple(sd[k].shape) != tuple(want[k].shape)]
+    if bad:
+        raise CheckpointError(
+            f"{path}: {bad[0]} has shape {tuple(sd[bad[0]].shape)}, model {tuple(want[bad[0]].shape)}"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
 def choose_encoder(encoder: str, sam_checkpoint, sam_default: str | Path | None) -> tuple[str, str]:
     """``(name, reason)``: ``auto`` -> ``sam_vit_b`` when the SAM file exists, else ``resnet50``."""
     if encoder != AUTO:
         if encoder not in ENCODERS:
             raise ValueError(f"model.encoder={encoder!r}: choose one of {[*ENCODERS, AUTO]}")
         return encoder, "model.encoder"
-    sam_file = None if is_unset(sam_checkpoint) else (sam_default if str(sam_checkpoint) == AUTO else sam_checkpoint)
+    sam_file = (
+        None if is_unset(sam_checkpoint) else (sam_default if str(sam_checkpoint) == AUTO else sam_checkpoint)
+    )
     if sam_file is not None and Path(str(sam_file)).is_file():
         return "sam_vit_b", f"model.encoder=auto: SAM weights found at {sam_file}"
-    return "resnet50", f"model.encoder=auto: SAM weights not found ({sam_file or 'model.encoder_checkpoint=null'})"
+    return (
+        "resnet50",
+        f"model.encoder=auto: SAM weights not found ({sam_file or 'model.encoder_checkpoint=null'})",
+    )
 
 
 def build_frozen_encoder_decoder(
     *,
+    checkpoint: str | None = None,
     encoder: str = AUTO,
     encoder_checkpoint: str | None = AUTO,
     default_encoder_checkpoint: str | None = None,
@@ -114,6 +148,8 @@ def build_frozen_encoder_decoder(
     """Build the frozen-encoder model for ``encoder`` (``sam_vit_b`` | ``resnet50`` | ``auto``).
 
     Args:
+        checkpoint: ``model.checkpoint``: one of our ``checkpoint_*.pth`` of this model (decoder and
+            encoder, loaded strictly), or None: the decoder starts from scratch.
         encoder_checkpoint: SAM ViT-B weights: ``auto`` = ``default_encoder_checkpoint``, a path, or None
             (random SAM encoder, WARNING). With ``encoder=auto`` its existence decides the encoder.
         resnet_weights: torchvision ResNet-50 state dict for the ResNet-50 encoder (None = random, WARNING).
@@ -127,5 +163,10 @@ def build_frozen_encoder_decoder(
         normalize=normalize, num_classes=int(num_classes), decoder_channels=int(decoder_channels),
     )  # fmt: skip
     model.encoder_name = name
-    model.weights_info = weights_record(None, encoder={**record, "name": name, "requested": str(encoder), "reason": reason})
+    path = None if is_unset(checkpoint) else resolve_checkpoint(checkpoint, what="frozen_encoder_decoder")
+    if path is not None:
+        _load_strict(model, path)
+    model.weights_info = weights_record(
+        path, encoder={**record, "name": name, "requested": str(encoder), "reason": reason}
+    )
     return model

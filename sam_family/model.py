@@ -97,7 +97,9 @@ class SamNet(nn.Module):
             low-res logits ``[N,M,S/4,S/4]`` and predicted IoUs ``[N,M]`` (M = 3 with multimask, else 1).
         """
         n = obj_img.shape[0]
-        if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != tuple(self.prompt_encoder.mask_input_size):
+        if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != tuple(
+            self.prompt_encoder.mask_input_size
+        ):
             mask_inputs = F.interpolate(
                 mask_inputs.float(), size=self.prompt_encoder.mask_input_size, mode="bilinear",
                 align_corners=False, antialias=True,

@@ -45,9 +45,13 @@ class MeanStd(_FromImageNet):
     def __init__(self, *, mean: Sequence[float], std: Sequence[float], scale: float = 255.0) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(float(s) for s in std) <= 0:
-            raise ValueError(f"model.preprocess.normalize: need 3 means and 3 positive stds, got {mean}, {std}")
+            raise ValueError(
+                f"model.preprocess.normalize: need 3 means and 3 positive stds, got {mean}, {std}"
+            )
         self.scale = float(scale)
-        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

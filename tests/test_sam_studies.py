@@ -26,35 +26,63 @@ STUDIES = {
     "sam_frozen_decoder_kvasir": (
         ["frozen_sam_vit_b", "frozen_resnet50"],
         "kvasir",
-        {"dataset.split.ratios": [0.8, 0.1, 0.1], "dataset.split.seed": 42, "model.image_size": 512,
-         "trainer.batch_size": 8, "model.name": "frozen_encoder_decoder"},
+        {
+            "dataset.split.ratios": [0.8, 0.1, 0.1],
+            "dataset.split.seed": 42,
+            "model.image_size": 512,
+            "trainer.batch_size": 8,
+            "model.name": "frozen_encoder_decoder",
+        },
     ),  # fmt: skip
     "sam_flare_adrenal": (
         ["sam_zero_shot", "sam_decoder_only"],
         "nnunet",
-        {"dataset.intensity.window": "mediastinum", "dataset.max_slices": 800, "dataset.labels": [7, 8],
-         "model.image_size": 512, "prompt.type": "box", "model.name": "sam_vit_b"},
+        {
+            "dataset.intensity.window": "mediastinum",
+            "dataset.max_slices": 800,
+            "dataset.labels": [7, 8],
+            "model.image_size": 512,
+            "prompt.type": "box",
+            "model.name": "sam_vit_b",
+        },
     ),  # fmt: skip
     "medsam_automatic": (
         ["medsam_zero_shot", "medsam_finetuned"],
         "folder2d",
-        {"prompt.type": "none", "model.image_size": 256, "model.name": "medsam_vit_b", "dataset.mask_mode": "binary"},
+        {
+            "prompt.type": "none",
+            "model.image_size": 256,
+            "model.name": "medsam_vit_b",
+            "dataset.mask_mode": "binary",
+        },
     ),
     "sam2_vs_sam": (
         ["sam2.1_hiera_t", "sam2.1_hiera_s", "sam_vit_b", "medsam_vit_b"],
         "kvasir",
-        {"dataset.split.ratios": [0.8, 0.1, 0.1], "model.trainable": "frozen_prompt_encoder", "model.image_size": 1024},
+        {
+            "dataset.split.ratios": [0.8, 0.1, 0.1],
+            "model.trainable": "frozen_prompt_encoder",
+            "model.image_size": 1024,
+        },
     ),
 }
 # arm -> what distinguishes it
 ARMS = {
     "medsam_zero_shot": {"train": False, "model.name": "medsam_vit_b"},
-    "medsam_finetuned": {"train": True, "model.trainable": "frozen_prompt_encoder", "loss._target_": "medseg.losses.DiceBCELoss"},
+    "medsam_finetuned": {
+        "train": True,
+        "model.trainable": "frozen_prompt_encoder",
+        "loss._target_": "medseg.losses.DiceBCELoss",
+    },
     "resnet_box_prompt": {"train": True, "model.name": "resnet_box_prompt"},
     "frozen_sam_vit_b": {"model.encoder": "sam_vit_b", "loss._target_": "medseg.losses.DiceBCELoss"},
     "frozen_resnet50": {"model.encoder": "resnet50"},
     "sam_zero_shot": {"train": False},
-    "sam_decoder_only": {"train": True, "model.trainable": "decoder_only", "loss._target_": "medseg.losses.DiceCELoss"},
+    "sam_decoder_only": {
+        "train": True,
+        "model.trainable": "decoder_only",
+        "loss._target_": "medseg.losses.DiceCELoss",
+    },
 }
 
 
@@ -96,18 +124,23 @@ def test_study_commands_are_in_the_readme():
 def test_auto_encoder_takes_resnet50_without_the_sam_file_and_records_it(data_root, tmp_path, caplog):
     missing = tmp_path / "no_such_dir" / "sam_vit_b_01ec64.pth"
     out = tmp_path / "run"
+    overrides = [
+        f"dataset.root={data_root / 'kvasir'}", "model=frozen_encoder_decoder", f"model.default_encoder_checkpoint={missing}",
+        "verify_data=false", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.batch_size=1",
+    ]  # fmt: skip
     with caplog.at_level(logging.INFO):
-        run_entry(
-            "train_2d",
-            [f"dataset.root={data_root / 'kvasir'}", "model=frozen_encoder_decoder", f"model.default_encoder_checkpoint={missing}",
-             "verify_data=false", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.batch_size=1"],
-            out,
-        )  # fmt: skip
+        run_entry("train_2d", overrides, out)
     assert any("encoder resnet50" in r.getMessage() and "not found" in r.getMessage() for r in caplog.records)
     enc = json.loads((out / "run_summary.json").read_text())["weights"]["encoder"]
     assert enc["name"] == "resnet50" and enc["requested"] == "auto" and str(missing) in enc["reason"]
     for name in ("checkpoint_last.pth", "checkpoint_best.pth", "metrics.csv", "val_cases.csv", "splits.json"):
         assert (out / name).is_file(), name
+    # the trained model evaluates from its own checkpoint (model.checkpoint is honoured, strictly)
+    ev = tmp_path / "eval"
+    run_entry("train_2d", [*overrides, "train=false", f"model.checkpoint={out / 'checkpoint_best.pth'}"], ev)
+    weights = json.loads((ev / "run_summary.json").read_text())["weights"]
+    assert weights["source"] == str((out / "checkpoint_best.pth").resolve())
+    assert weights["encoder"]["name"] == "resnet50"
 
 
 def test_auto_encoder_takes_sam_when_its_file_exists(tmp_path):
@@ -117,17 +150,26 @@ def test_auto_encoder_takes_sam_when_its_file_exists(tmp_path):
 
     path = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), path)
-    cfg = compose_cfg("train_2d", ["model=frozen_encoder_decoder", "model.image_size=64", f"model.default_encoder_checkpoint={path}"], tmp_path)
+    cfg = compose_cfg(
+        "train_2d",
+        ["model=frozen_encoder_decoder", "model.image_size=64", f"model.default_encoder_checkpoint={path}"],
+        tmp_path,
+    )
     model = instantiate(cfg.model.net)
     assert isinstance(model, SamEncoderDecoder) and model.weights_info["encoder"]["name"] == "sam_vit_b"
     assert model.weights_info["encoder"]["source"] == str(path.resolve())
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
     assert any(p.requires_grad for p in model.decoder.parameters())
-    out = model.forward_objects(torch.randn(1, 3, 64, 64), torch.tensor([[2.0, 2, 30, 30]]), torch.tensor([0]))
+    out = model.forward_objects(
+        torch.randn(1, 3, 64, 64), torch.tensor([[2.0, 2, 30, 30]]), torch.tensor([0])
+    )
     assert out.shape == (1, 64, 64)
     from sam_family.frozen_encoder import build_frozen_encoder_decoder
 
-    with pytest.raises(FileNotFoundError, match=r"model.encoder_checkpoint=auto: .*missing\.pth not found.*download_ckpts\.sh sam"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"model.encoder_checkpoint=auto: .*missing\.pth not found.*download_ckpts\.sh sam",
+    ):
         build_frozen_encoder_decoder(
             encoder="sam_vit_b", default_encoder_checkpoint=str(tmp_path / "missing.pth"),
             download_hint="checkpoints/download_ckpts.sh sam",
@@ -198,7 +240,7 @@ TINY = [
     "trainer.batch_size=1", "trainer.progress_bar=false", "logger.log_images=false", "model.checkpoint=null",
 ]  # fmt: skip
 STUDY_EXTRA = {
-    "sam_frozen_decoder_kvasir": ["model.encoder_checkpoint=null", "model.resnet_weights=null"],
+    "sam_frozen_decoder_kvasir": ["++model.encoder_checkpoint=null", "++model.resnet_weights=null"],
     "sam_flare_adrenal": ["dataset.labels=[1,2]", "dataset.max_slices=6"],
     "medsam_automatic": [],
     "medsam_kvasir": ["dataset.split.ratios=[0.75,0.25,0.0]"],
