@@ -50,9 +50,13 @@ def test_meta_file_loads_strictly_with_interpolated_positions(meta_file):
     got = model.state_dict()
     assert set(got) == set(sd)  # Meta's key names, nothing added or dropped
     assert got["image_encoder.pos_embed"].shape == (1, S // 16, S // 16, 768)
-    assert torch.equal(got["image_encoder.pos_embed"], resize_pos_embed(sd["image_encoder.pos_embed"], S // 16))
+    assert torch.equal(
+        got["image_encoder.pos_embed"], resize_pos_embed(sd["image_encoder.pos_embed"], S // 16)
+    )
     g = "image_encoder.blocks.2.attn.rel_pos_h"  # global attention: follows the image size
-    assert got[g].shape == (2 * S // 16 - 1, 64) and torch.equal(got[g], resize_rel_pos(sd[g], 2 * S // 16 - 1))
+    assert got[g].shape == (2 * S // 16 - 1, 64) and torch.equal(
+        got[g], resize_rel_pos(sd[g], 2 * S // 16 - 1)
+    )
     w = "image_encoder.blocks.0.attn.rel_pos_h"  # windowed: size-independent, loaded as is
     assert got[w].shape == (27, 64) and torch.equal(got[w], sd[w])
     for k in ("mask_decoder.iou_token.weight", "prompt_encoder.point_embeddings.2.weight"):
@@ -68,7 +72,9 @@ def test_interpolated_rel_pos_equals_segment_anythings_own(meta_file):
 
     rel = meta_file[1]["image_encoder.blocks.5.attn.rel_pos_w"]
     n = S // 16
-    assert torch.allclose(get_rel_pos(n, n, resize_rel_pos(rel, 2 * n - 1)), get_rel_pos(n, n, rel), atol=1e-7)
+    assert torch.allclose(
+        get_rel_pos(n, n, resize_rel_pos(rel, 2 * n - 1)), get_rel_pos(n, n, rel), atol=1e-7
+    )
 
 
 def test_vit_l_file_into_vit_b_is_refused_naming_the_file(tmp_path):
@@ -77,10 +83,16 @@ def test_vit_l_file_into_vit_b_is_refused_naming_the_file(tmp_path):
 
     path = tmp_path / "sam_vit_l_0b3195.pth"
     torch.save(
-        {"image_encoder.patch_embed.proj.weight": torch.zeros(1024, 3, 16, 16), "image_encoder.pos_embed": torch.zeros(1, 64, 64, 1024)},
+        {
+            "image_encoder.patch_embed.proj.weight": torch.zeros(1024, 3, 16, 16),
+            "image_encoder.pos_embed": torch.zeros(1, 64, 64, 1024),
+        },
         path,
     )
-    with pytest.raises(CheckpointError, match=r"sam_vit_l_0b3195\.pth: checkpoint is for SAM 'vit_l' but model.variant is 'vit_b'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"sam_vit_l_0b3195\.pth: checkpoint is for SAM 'vit_l' but model.variant is 'vit_b'",
+    ):
         build_sam_model("vit_b", image_size=S, checkpoint=str(path))
 
 
@@ -121,7 +133,10 @@ def test_broken_files_are_one_line_errors(meta_file, tmp_path):
 def test_auto_checkpoint_missing_names_file_and_download_command(tmp_path):
     from sam_family.build import build_sam_model
 
-    with pytest.raises(FileNotFoundError, match=r"medsam_vit_b\.pth not found.*download_ckpts\.sh medsam.*model\.checkpoint=null"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"medsam_vit_b\.pth not found.*download_ckpts\.sh medsam.*model\.checkpoint=null",
+    ):
         build_sam_model(
             "vit_b", image_size=S, checkpoint="auto", default_checkpoint=str(tmp_path / "medsam_vit_b.pth"),
             download_hint="checkpoints/download_ckpts.sh medsam",
@@ -204,8 +219,12 @@ def test_task_forward_equals_predictor_masks(net_and_predictor, tmp_path):
         points=torch.zeros(n, 0, 2), point_labels=torch.zeros(n, 0, dtype=torch.long),
         mask_prompts=torch.zeros(n, S, S), case_ids=["x"], spacing=torch.ones(1, 2),
     )  # fmt: skip
-    cfg = compose_cfg("train_2d", ["model=sam_vit_b", f"model.image_size={S}", "prompt=box", "loss=dice_bce"], tmp_path)
-    task = SamImageTask(cfg, SimpleNamespace(train_samples=None, collate=None, label_names={0: "bg", 1: "fg"}))
+    cfg = compose_cfg(
+        "train_2d", ["model=sam_vit_b", f"model.image_size={S}", "prompt=box", "loss=dice_bce"], tmp_path
+    )
+    task = SamImageTask(
+        cfg, SimpleNamespace(train_samples=None, collate=None, label_names={0: "bg", 1: "fg"})
+    )
     with torch.no_grad():
         best = task.predict(net, batch)
         want = np.concatenate(
@@ -235,8 +254,9 @@ def test_normalisers_match_sam_and_medsam_definitions():
 
 
 def test_trainable_presets_and_per_group_learning_rates(net_and_predictor):
-    from medseg.optim import build_optimizer
     from omegaconf import OmegaConf
+
+    from medseg.optim import build_optimizer
     from sam2_train.trainable import apply_trainable
     from sam_family.model import PRESETS
 
@@ -271,7 +291,11 @@ def test_model_config_builds_with_its_preprocessing(name, tmp_path):
     from sam_family.model import SamNet
     from sam_family.preprocess import MeanStd, MinMax
 
-    cfg = compose_cfg("train_2d", [f"model={name}", f"model.image_size={S}", "model.checkpoint=null", "model.trainable=decoder_only"], tmp_path)
+    cfg = compose_cfg(
+        "train_2d",
+        [f"model={name}", f"model.image_size={S}", "model.checkpoint=null", "model.trainable=decoder_only"],
+        tmp_path,
+    )
     net = instantiate(cfg.model.net)
     assert isinstance(net, SamNet) and net.image_size == S and net.variant == "vit_b"
     assert isinstance(net.normalize, {"sam_vit_b": MeanStd, "medsam_vit_b": MinMax}[name])
