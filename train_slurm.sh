@@ -35,7 +35,7 @@ for v in "$gpus" "$nodes"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "error: --gpus and --nodes take a positive integer, got '$v'" >&2; exit 2; }
 done
 if [ $# -lt 1 ]; then
-  echo "usage: sbatch train_slurm.sh [--gpus N --nodes M] <resnet|resnet50|unet|yolo|sam2_t|sam2_s|sam2_b+|sam2_l|sam2.1_t|sam2.1_s|sam2.1_b+|sam2.1_l|medsam2> [overrides...]" >&2
+  echo "usage: sbatch train_slurm.sh [--gpus N --nodes M] <resnet|resnet50|unet|yolo|sam2_t|sam2_s|sam2_b+|sam2_l|sam2.1_t|sam2.1_s|sam2.1_b+|sam2.1_l|medsam2|sam_vit_b|sam_vit_l|sam_vit_h|medsam_vit_b|frozen_encoder_decoder> [overrides...]" >&2
   exit 2
 fi
 which="$1"; shift
@@ -45,9 +45,10 @@ case "$which" in
   unet)     model=unet ;;
   yolo)     model=yolo_seg ;;
   medsam2)  model=medsam2 ;;
+  sam_vit_b|sam_vit_l|sam_vit_h|medsam_vit_b|frozen_encoder_decoder) model=$which ;;
   sam2_t|sam2_s|sam2_b+|sam2_l|sam2.1_t|sam2.1_s|sam2.1_b+|sam2.1_l)
             model="${which%_*}_hiera_${which##*_}" ;;
-  *) echo "error: unknown model '$which' (resnet, resnet50, unet, yolo, sam2_t ... sam2.1_l, medsam2)" >&2; exit 2 ;;
+  *) echo "error: unknown model '$which' (resnet, resnet50, unet, yolo, sam2_t ... sam2.1_l, medsam2, sam_vit_b|l|h, medsam_vit_b, frozen_encoder_decoder)" >&2; exit 2 ;;
 esac
 if [ -z "${SLURM_JOB_ID:-}" ]; then  # run by hand: submit this script with the allocation asked for
   command -v sbatch >/dev/null || { echo "error: sbatch not found: run this on a SLURM login node" >&2; exit 1; }
