@@ -30,6 +30,15 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
 
+def launcher_rank(env: dict | None = None) -> int:
+    """This process's global rank as its launcher tells it (torchrun, submitit, srun), 0 when alone."""
+    env = os.environ if env is None else env
+    for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID"):
+        if env.get(key):
+            return int(env[key])
+    return 0
+
+
 def export_cluster_env(env: dict | None = None) -> str:
     """Set torchrun's variables from the launcher's environment; returns which launcher was found.
 

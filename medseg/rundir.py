@@ -64,7 +64,11 @@ def read_lock(folder: str | Path) -> dict | None:
 
 
 def lock_is_live(info: dict) -> bool:
-    """Whether the process holding a lock may still run (another host's process cannot be checked)."""
+    """Whether the process holding a lock may still run (another host's process cannot be checked, except
+    that a SLURM job requeued after pre-emption has outlived the lock its earlier start left behind)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and info.get("slurm_job") == job and info.get("pid") != os.getpid():
+        return False
     if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
         return True
     try:
@@ -107,8 +111,8 @@ def check_run_folder(folder: str | Path, *, overwrite: bool = False, resume=None
     found = results_in(folder)
     if not found:
         return "new"
-    if resume and Path(str(resume)).resolve().parent == folder.resolve():
-        return "resume"
+    if resume and (str(resume) == "auto" or Path(str(resume)).resolve().parent == folder.resolve()):
+        return "resume"  # auto: this folder's checkpoint_last.pth (a requeued or restarted job)
     if overwrite:
         log.warning("%s: overwrite=true: results of the earlier run there (%s) may be replaced", folder, found)
         return "overwrite"
@@ -140,6 +144,8 @@ class RunLock:
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if os.environ.get("SLURM_JOB_ID"):
+            info["slurm_job"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -169,7 +175,10 @@ class RunLock:
 
 
 def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0") or 0) == 0  # torchrun: rank 0 guards the folder
+    """Rank 0 guards the folder (torchrun, srun or submitit: before any process group exists)."""
+    from medseg.distributed import launcher_rank
+
+    return launcher_rank() == 0
 
 
 class RunFolderCallback(Callback):

@@ -71,6 +71,32 @@ def test_srun_environment_becomes_torchrun_variables():
     assert export_cluster_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == "single"
 
 
+def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypatch):
+    """Only rank 0 checks and locks the run folder, also under submitit / srun (where RANK is not set yet);
+    ``trainer.resume=auto`` continues a folder with results; a SLURM job requeued onto another host takes
+    over the lock its earlier start left (same job id), another job's lock stays live."""
+    from medseg.distributed import launcher_rank
+    from medseg.rundir import _is_main_process, check_run_folder, lock_is_live
+
+    for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert launcher_rank() == 0 and _is_main_process()
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    assert launcher_rank() == 1 and not _is_main_process()
+    monkeypatch.delenv("SUBMITIT_LOCAL_GLOBALID")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert not _is_main_process()
+    monkeypatch.setenv("RANK", "0")  # torchrun's own variable wins
+    assert _is_main_process()
+    (tmp_path / "metrics.csv").write_text("epoch\n1\n")
+    assert check_run_folder(tmp_path, resume="auto") == "resume"
+    with pytest.raises(FileExistsError, match="holds an earlier run"):
+        check_run_folder(tmp_path, resume=None)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert not lock_is_live({"pid": 1, "host": "node-that-was-preempted", "slurm_job": "42"})
+    assert lock_is_live({"pid": 1, "host": "node-that-was-preempted", "slurm_job": "41"})
+
+
 def test_train_slurm_script_submits_n_gpus_m_nodes_and_runs_srun(tmp_path):
     """By hand it submits itself with the allocation asked for; inside the job it starts one process per
     GPU with srun, resuming in place (stand-in sbatch/srun/scontrol on PATH print their arguments)."""
