@@ -244,3 +244,22 @@ def test_submitit_requeue_protocol_is_called_after_the_checkpoint(tmp_path, monk
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert seen == [(signal.SIGUSR2, 2)]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("trainer.save_every_n_steps", 0),
+        ("trainer.ddp.find_unused_parameters", "yes"),
+        ("trainer.ddp.bucket_cap_mb", -1),
+    ],
+)
+def test_bad_distributed_options_are_one_clear_error(key, value):
+    from omegaconf import OmegaConf
+
+    from medseg.config_check import validate_config
+
+    cfg = OmegaConf.create({"trainer": {"ddp": {}}})
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ValueError, match=rf"^{key}: expected .* got {value!r}$"):
+        validate_config(cfg)
