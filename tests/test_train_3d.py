@@ -66,6 +66,8 @@ def test_two_steps_output_contract(layout, data_root, tmp_path):
     assert {"dice", "iou", "hd95", "status"} <= set(cases[0])
     scored = [r for r in cases if r["status"] == "ok"]
     assert scored and all(r["hd95"] != "" and float(r["hd95"]) >= 0 for r in scored)
+    unit = {"nnunet": "mm", "btcv": "voxel", "npz": "mm"}[layout]  # BTCV JPEG slices have no spacing
+    assert {r["hd95_unit"] for r in cases} == {unit} and f"val/hd95_{unit}" in rows[0]
 
 
 def test_memory_only_trains_memory_attention_only(data_root, tmp_path):
