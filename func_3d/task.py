@@ -222,12 +222,12 @@ def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, pro
         )
         images = {}
         if vis_dir is not None and i < n_vis:
-            for z, g in volume_pictures(raw, pred, ctx.val_transform, vp).items():
+            for z, g in volume_pictures(raw, pred, ctx.val_transform, vp, names=case_classes).items():
                 save_png(g, Path(vis_dir) / f"{raw['case_id']}_z{z:03d}.png")
                 images[f"val_images/{raw['case_id']}_z{z}"] = g
         spacing = tuple(float(x) for x in raw["spacing"])
-        unit = raw.get("spacing_unit", "mm")
-        return CaseResult(str(raw["case_id"]), pred, label, spacing, case_classes, images, unit)
+        unit = raw.get("spacing_unit", "mm")  # "voxel" for BTCV slices: HD95 not in mm
+        return CaseResult(str(raw["case_id"]), pred, label, spacing, case_classes, images, spacing_unit=unit)
 
     return run_evaluation(
         len(cases),
@@ -249,10 +249,16 @@ def volume_prompts(label_s: np.ndarray, classes, protocol, case_id: str) -> Volu
 
 
 def volume_pictures(
-    raw: dict, pred: np.ndarray, transform, vp: VolumePrompts | None = None, n: int = 3
+    raw: dict, pred: np.ndarray, transform, vp: VolumePrompts | None = None, n: int = 3, names=None
 ) -> dict[int, np.ndarray]:
-    """image | ground truth | prediction on the key slices (or evenly spaced slices without labels)."""
+    """image | reference | prediction | prompt on the key slices (or evenly spaced slices without
+    labels), at the slice's own resolution, with a legend of organ colours (``names`` {id: name},
+    else the case's ``label_names``, else the ids)."""
     from medseg.transforms import apply_intensity
+
+    names = names or {int(k): str(v) for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
+    ids = np.unique(pred)
+    names = {int(i): names.get(int(i), f"label {int(i)}") for i in ids if i > 0} | dict(names)
 
     image = np.asarray(raw["image"])
     label = raw.get("label")
@@ -277,5 +283,5 @@ def volume_pictures(
                 if zz == z and np.any(p["box"])
             ]
             boxes = np.stack(bs) if bs else None
-        out[int(z)] = panel_grid(x if x.ndim == 2 else x.mean(-1), gt, pred[z], boxes=boxes)
+        out[int(z)] = panel_grid(x if x.ndim == 2 else x.mean(-1), gt, pred[z], boxes=boxes, names=names)
     return out

@@ -57,6 +57,7 @@ class ImageSamples:
         if not self.augment and case.get("label") is not None:  # scoring happens on the original grid
             s["label_orig"] = np.asarray(case["label"]).reshape(np.shape(case["label"])[-2:])
             s["spacing_orig"] = tuple(float(x) for x in case.get("spacing", (1.0, 1.0, 1.0)))
+            s["image_orig"] = case["image"]  # raw values, for pictures at the image's own resolution
         return s
 
 

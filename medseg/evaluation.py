@@ -247,14 +247,7 @@ def evaluate_2d(
             target, scored, sp = lab.cpu().numpy(), pred.cpu().numpy(), s.get("spacing", (1.0, 1.0, 1.0))
         images = {}
         if vis_dir is not None and i < n_vis:
-            grid = panel_grid(
-                batch.images[0],
-                lab.cpu().numpy(),
-                pred.cpu().numpy(),
-                boxes=batch.boxes.cpu().numpy() if pt == "box" else None,
-                points=batch.points.cpu().numpy() if pt == "click" else None,
-                point_labels=batch.point_labels.cpu().numpy() if pt == "click" else None,
-            )
+            grid = _picture(s, batch, lab, pred, target, scored, samples, pt, classes)
             save_png(grid, Path(vis_dir) / f"{s['case_id']}.png")
             images[f"val_images/{s['case_id']}"] = grid
         return CaseResult(
@@ -269,6 +262,29 @@ def evaluate_2d(
         limit=limit,
         progress=bool(ctx.cfg.trainer.get("progress_bar", True)),
         desc="validate",
+    )
+
+
+def _picture(s, batch, lab, pred, target, scored, samples, pt: str, classes: dict) -> np.ndarray:
+    """image | reference | prediction | prompt drawn on the grid that was scored (the image's own
+    resolution, capped by medseg.viz) when the raw image is known, else at the model's input size."""
+    from medseg.transforms import apply_intensity
+
+    raw, spec = s.get("image_orig"), getattr(getattr(samples, "transform", None), "intensity", None)
+    if raw is not None and spec is not None and s.get("label_orig") is not None:
+        image = apply_intensity(np.squeeze(np.asarray(raw)), s.get("intensity_window") or spec)
+        vh, vw = s.get("valid_hw") or tuple(batch.images.shape[-2:])  # prompts live in the valid part
+        gt, pr, fy, fx = target, scored, target.shape[0] / vh, target.shape[1] / vw
+    else:
+        image, gt, pr, fy, fx = batch.images[0], lab.cpu().numpy(), pred.cpu().numpy(), 1.0, 1.0
+    return panel_grid(
+        image,
+        gt,
+        pr,
+        boxes=batch.boxes.cpu().numpy() * [fx, fy, fx, fy] if pt == "box" else None,
+        points=batch.points.cpu().numpy() * [fx, fy] if pt == "click" else None,
+        point_labels=batch.point_labels.cpu().numpy() if pt == "click" else None,
+        names=classes if len(classes) > 1 else None,
     )
 
 

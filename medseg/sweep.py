@@ -182,22 +182,33 @@ def summarize_sweep(sweep_dir: str | Path, runs: Iterable[str | Path] | None = N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from medseg.figures import place_labels
+
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [r["params_M"] for r in rows]
         ys = [r["best_value"] if r["best_value"] is not None else float("nan") for r in rows]
         ts = [r["train_time_s"] or 0.0 for r in rows]
         sc = ax.scatter(xs, ys, c=ts, s=60, cmap="viridis")
-        for r, x, y in zip(rows, xs, ys):
-            ax.annotate(str(r["model"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("parameters (M)")
         ax.set_ylabel(str(rows[0]["best_metric"] or "best metric"))
         fig.colorbar(sc, ax=ax, label="train time (s)")
         fig.tight_layout()
-        fig.savefig(sweep_dir / "sweep_summary.png", dpi=120)
+        place_labels(ax, xs, ys, point_labels(rows))  # after the layout: label boxes never overlap
+        fig.savefig(sweep_dir / "sweep_summary.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
     except Exception as e:  # a plot must never fail a finished sweep
         atomic_write_text(sweep_dir / "sweep_summary_plot_error.txt", f"{type(e).__name__}: {e}\n")
     return rows
+
+
+def point_labels(rows: list[dict]) -> list[str]:
+    """Short unique labels for the sweep plot: the model names, or the job folders when a model repeats."""
+    from medseg.figures import short_names
+
+    labels = [str(r["model"]) for r in rows]
+    if len(set(labels)) < len(labels):
+        labels = [str(r["run"]) for r in rows]
+    return short_names(labels)
 
 
 class SweepSummaryCallback(Callback):

@@ -37,11 +37,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from medseg.figures import make_grids, read_panels, short_names, split_panels  # noqa: E402,F401  (no torch)
 
 METRICS = ("dice", "iou", "hd95")
-SEP = 2  # width of the white separator columns between grid panels (medseg.viz.panel_grid)
-HEADER = 14  # height of the label strip on top of the comparison grids
 
 
 class CompareError(Exception):
@@ -257,7 +257,12 @@ def write_markdown(
         ]
         for c in classes:
             cells += [_pm(r, f"dice/{c}", 4), _pm(r, f"iou/{c}", 4), _pm(r, f"hd95/{c}", 2)]
-        cells += [_num(r.get("train_time_s"), ".1f"), mem, r.get("weights", "unknown"), r.get("eval_protocol", "unknown")]
+        cells += [
+            _num(r.get("train_time_s"), ".1f"),
+            mem,
+            r.get("weights", "unknown"),
+            r.get("eval_protocol", "unknown"),
+        ]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     lines += ["", "Runs:", ""] + [f"- `{r['run']}`: `{r['run_dir']}`" for r in rows]
     if plot:
@@ -294,62 +299,6 @@ def plot_dice(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def split_panels(grid: np.ndarray) -> list[np.ndarray]:
-    """Cut a ``medseg.viz.panel_grid`` PNG (3 or 4 panels, 2-px white separators) into its panels."""
-    h, total = grid.shape[:2]
-    candidates = []
-    for k in (3, 4):
-        w, rem = divmod(total - SEP * (k - 1), k)
-        if rem or w <= 0:
-            continue
-        seps_white = all((grid[:, j * (w + SEP) - SEP : j * (w + SEP)] == 255).all() for j in range(1, k))
-        candidates.append((not seps_white, w != h, k, w))  # prefer white separators, then square panels
-    if not candidates:
-        raise ValueError(f"cannot split a {total}-px wide grid into 3 or 4 panels")
-    _, _, k, w = min(candidates)
-    return [grid[:, j * (w + SEP) : j * (w + SEP) + w] for j in range(k)]
-
-
-def _label_strip(width: int, panel_w: int, labels: list[str]) -> np.ndarray:
-    strip = Image.new("RGB", (width, HEADER), (255, 255, 255))
-    draw = ImageDraw.Draw(strip)
-    for j, text in enumerate(labels):
-        while len(text) > 1 and draw.textlength(text) > panel_w - 2:
-            text = text[:-1]
-        x0 = j * (panel_w + SEP)
-        draw.text((x0 + max(0, (panel_w - draw.textlength(text)) / 2), 1), text, fill=(0, 0, 0))
-    return np.asarray(strip)
-
-
-def make_grids(out_dir: Path, vis_dirs: list[Path], names: list[str]) -> list[str]:
-    """``grids/<case>.png`` (image | GT | each run's prediction, with a label strip) for the common cases.
-
-    Returns the written paths relative to ``out_dir``.
-    """
-    common = set.intersection(*({p.stem for p in d.glob("*.png")} for d in vis_dirs))
-    written = []
-    for case in sorted(common):
-        first = split_panels(np.asarray(Image.open(vis_dirs[0] / f"{case}.png").convert("RGB")))
-        h, w = first[0].shape[:2]
-        panels = [first[0], first[1]]
-        for d in vis_dirs:
-            pred = split_panels(np.asarray(Image.open(d / f"{case}.png").convert("RGB")))[2]
-            if pred.shape[:2] != (h, w):
-                pred = np.asarray(Image.fromarray(pred).resize((w, h), Image.NEAREST))
-            panels.append(pred)
-        sep = np.full((h, SEP, 3), 255, np.uint8)
-        row = panels[0]
-        for p in panels[1:]:
-            row = np.concatenate([row, sep, p], axis=1)
-        gt = "ground truth" if w >= 80 else "GT"
-        out = np.concatenate([_label_strip(row.shape[1], w, ["image", gt, *names]), row], axis=0)
-        rel = f"grids/{case}.png"
-        (out_dir / "grids").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(out).save(out_dir / rel)
-        written.append(rel)
-    return written
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -438,8 +387,12 @@ def compare_runs(
     if absent:
         notes.append("grids skipped: no visualisations at " + ", ".join(absent))
     else:
+        full = [r["run"] for r in rows]
+        short = short_names(full)
+        if short != full:
+            notes.append("grid columns: " + ", ".join(f"`{s}` = {f}" for s, f in zip(short, full)))
         try:
-            grids = make_grids(out, vis, [r["run"] for r in rows])
+            grids = make_grids(out, vis, short)
         except (OSError, ValueError) as exc:
             notes.append(f"grids skipped: {exc}")
         if not grids and not any("grids skipped" in n for n in notes):
