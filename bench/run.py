@@ -832,6 +832,7 @@ def bench_loader(S: int, device, repeats: int, step_2d_s: float | None, step_3d_
             draws[name] = draw
         t3s = interleaved(draws, 1, repeats)
         t3 = t3s["plain"]
+        out.update(bench_preflight(tmp, ov))
     out["clip_3d_cached_s"] = med(t3s["cached"])
     out["clip_3d_cache_speedup"] = med(t3s["plain"]) / med(t3s["cached"])
     out["batch_2d_s"] = med(t2)
@@ -850,6 +851,25 @@ def bench_loader(S: int, device, repeats: int, step_2d_s: float | None, step_3d_
         "main process, num_workers=0; the engine's DataLoader with workers overlaps this with the step"
     )
     return out
+
+
+def bench_preflight(tmp: Path, ov: list[str]) -> dict:
+    """Training's pre-flight (every case checked, medseg.verify.preflight) on the 3D set: first run (reads
+    and caches every volume) and second run (remembered verdicts), per case."""
+    from medseg.datasets import build_dataset
+    from medseg.verify import preflight
+
+    cache = tmp / "preflight_cache"
+    cfg = compose("train_3d", ov + [f"dataset.root={tmp / 'nnunet'}", f"data_cache.dir={cache}"], tmp / "pf")
+    times = []
+    for _ in range(2):
+        ds = build_dataset(cfg.dataset)
+        ds.enable_cache(cache)
+        t0 = time.perf_counter()
+        preflight(cfg, ds)
+        times.append(time.perf_counter() - t0)
+    n = len(ds.all_case_ids)
+    return {"preflight_cases": n, "preflight_first_case_s": times[0] / n, "preflight_again_case_s": times[1] / n}
 
 
 # ====================================================================== environment
@@ -1049,17 +1069,18 @@ def render(r: dict) -> str:
         "`propagate_in_video` passes + label assembly (not `init_state`'s JPEG loading); ours: the whole "
         "`segment_volume` call.",
         "",
-        "| model @ px | slices | organs | ours slices/s | Meta slices/s | speedup | goal | result | min Dice vs Meta | goal | result | equal voxels |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model @ px | slices | organs | key slices | ours slices/s | Meta slices/s | speedup | goal | result | min Dice vs Meta | goal | result | equal voxels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in inf:
         L.append(
-            f"| {x['variant']} @ {x['image_size']} | {x['slices']} | {x['organs']} | {_f(x['ours_slices_per_s'], 2)} "
+            f"| {x['variant']} @ {x['image_size']} | {x['slices']} | {x['organs']} "
+            f"| {', '.join(str(k) for k in x.get('key_slices', [])) or '—'} | {_f(x['ours_slices_per_s'], 2)} "
             f"| {_f(x['meta_slices_per_s'], 2)} | {_f(x['speedup'], 2)}× | ≥ {x['goal_speedup']}× | {_pf(x['pass_speedup'])} "
             f"| {x['dice_min']:.5f} | ≥ {x['goal_dice']} | {_pf(x['pass_dice'])} | {100 * x['equal_voxels']:.4f} % |"
         )
     if not inf:
-        L.append("| — | — | — | — | — | — | ≥ 1.5× | not measured | — | ≥ 0.999 | not measured | — |")
+        L.append("| — | — | — | — | — | — | — | ≥ 1.5× | not measured | — | ≥ 0.999 | not measured | — |")
     for x in inf:
         L.append("")
         L.append(
@@ -1079,8 +1100,11 @@ def render(r: dict) -> str:
             "Why batched Dice is not exactly 1: batched matmuls round differently from one-object calls (logits "
             "within 1e-4 of the predictor, tests/test_parity_3d.py), and the memories are stored in bfloat16 as the "
             "predictor stores them, so over a long volume a 1e-6 difference can round a memory feature one bf16 step "
-            "the other way and move boundary voxels. `exact_parity` follows the predictor's order and reproduces it "
-            "bit for bit (tested), at the predictor's speed.",
+            "the other way and move boundary voxels. `exact_parity` follows the predictor's order and reproduces its "
+            "logits and label volume bit for bit, also with organs keyed on different slices (tests/test_parity_3d.py), "
+            "at the predictor's speed. Both modes resize the low-resolution logits as the predictor does (objects as "
+            "the batch): resizing them as channels of one image differs by 1 ulp, enough to flip a voxel where two "
+            "organs' logits tie.",
         ]
     L.append("")
     mem = r.get("memory_vs_length") or []
@@ -1260,6 +1284,16 @@ def render(r: dict) -> str:
                 f"`.nii.gz` each time: **{_f(ld['clip_3d_cache_speedup'], 2)}×** faster (interleaved, median).",
                 "",
             ]
+        if ld.get("preflight_first_case_s") is not None:
+            share = ld["preflight_again_case_s"] / ld["step_3d_s"] if ld.get("step_3d_s") else None
+            L += [
+                f"Pre-flight (every case checked before step 1, `medseg.verify.preflight`, "
+                f"{ld['preflight_cases']} volumes): {_f(ld['preflight_first_case_s'], 4)} s per case on the "
+                f"first run (reads and caches the volume), {_f(ld['preflight_again_case_s'], 5)} s per case "
+                f"once verdicts are remembered"
+                + (f" ({_f(100 * share, 3)} % of one 3D step per case)." if share is not None else "."),
+                "",
+            ]
         L += [
             f"Data written by `medseg.synthetic.write_kvasir` / `write_nnunet`, loaded through "
             f"`medseg.context.prepare_data` (the training path). Steps are the ones measured above at the same "
@@ -1374,9 +1408,8 @@ def main(argv=None) -> int:
         log(f"  ours {x['ours_s']:.3f}s bare {x['bare_s']:.3f}s ratio {x['ratio']:.3f}")
         save()
     if "inference" not in skip:
-        cases = [(S_main, 16 if q else 32, 3)] + ([] if q else [(64, 24, 13)])
-        if q:
-            cases.append((64, 12, 13))
+        # (64, 12, 13): organs keyed on 7 different slices (issue 12's exact-parity case), in both modes
+        cases = [(S_main, 16 if q else 32, 3)] + ([] if q else [(64, 24, 13)]) + [(64, 12, 13)]
         if gpu:  # the issue's rows: 13 BTCV-like organs, 64 slices, 512 and 1024 px
             cases = [(512, 64, 13), (1024, 64, 13)]
         AMP["enabled"] = False  # inference compares fp32 with Meta's predictor in fp32
