@@ -114,7 +114,9 @@ def check_run_folder(folder: str | Path, *, overwrite: bool = False, resume=None
     if resume and (str(resume) == "auto" or Path(str(resume)).resolve().parent == folder.resolve()):
         return "resume"  # auto: this folder's checkpoint_last.pth (a requeued or restarted job)
     if overwrite:
-        log.warning("%s: overwrite=true: results of the earlier run there (%s) may be replaced", folder, found)
+        log.warning(
+            "%s: overwrite=true: results of the earlier run there (%s) may be replaced", folder, found
+        )
         return "overwrite"
     raise FileExistsError(
         f"{folder}: holds an earlier run ({', '.join(found[:3])}); continue it with "
@@ -143,7 +145,11 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         if os.environ.get("SLURM_JOB_ID"):
             info["slurm_job"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
@@ -156,7 +162,9 @@ class RunLock:
                         f"{self.path.parent}: a run is in progress there (pid {old.get('pid')} on "
                         f"{old.get('host')}; lock {self.path})"
                     ) from None
-                log.warning("%s: stale lock of pid %s removed (that process is gone)", self.path, old.get("pid"))
+                log.warning(
+                    "%s: stale lock of pid %s removed (that process is gone)", self.path, old.get("pid")
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -203,7 +211,9 @@ class RunFolderCallback(Callback):
             )
             if mode == "resume" and config.hydra.output_subdir is not None and (folder / ".hydra").exists():
                 with read_write(config.hydra), open_dict(config.hydra):  # keep the run's own .hydra/ intact
-                    config.hydra.output_subdir = f"{config.hydra.output_subdir}/resume_{time.strftime('%Y%m%d_%H%M%S')}"
+                    config.hydra.output_subdir = (
+                        f"{config.hydra.output_subdir}/resume_{time.strftime('%Y%m%d_%H%M%S')}"
+                    )
             self.lock = RunLock(folder).acquire()
         except USER_ERRORS as e:
             exit_with_error(e)

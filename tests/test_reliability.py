@@ -271,7 +271,9 @@ def test_text_file_as_checkpoint_is_one_line_naming_it(text, tmp_path, capsys):
 
     path = tmp_path / "notes.txt"
     path.write_text(text)
-    line = one_line_exit(lambda: build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=str(path)), capsys)
+    line = one_line_exit(
+        lambda: build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=str(path)), capsys
+    )
     assert str(path) in line and "not a PyTorch weights file" in line
 
 
@@ -279,7 +281,9 @@ def test_text_file_as_checkpoint_is_one_line_naming_it(text, tmp_path, capsys):
 def _preflight(cfg, tmp_path):
     from medseg.context import prepare_data
 
-    return prepare_data(cfg, tmp_path / "run", mode="3d" if "nnunet" in str(cfg.dataset.name) else "2d", preflight=True)
+    return prepare_data(
+        cfg, tmp_path / "run", mode="3d" if "nnunet" in str(cfg.dataset.name) else "2d", preflight=True
+    )
 
 
 def _last_case_image(nnunet: Path) -> Path:
