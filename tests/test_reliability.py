@@ -470,3 +470,16 @@ def test_validation_table_covers_every_numeric_option_of_the_roots():
             for key, value in (cfg.get(group) or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     assert f"{group}.{key}" in RULES, f"{root}: {group}.{key} has no validation rule"
+
+
+def test_sweep_into_a_used_sweep_dir_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    before = finished_run(sweep / "0_model=unet")
+    cfg = compose_cfg("train_2d", [*SMALL, f"hydra.sweep.dir={sweep}"], tmp_path / "unused")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        RunFolderCallback().on_multirun_start(config=cfg)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(sweep) in err and "hydra.sweep.dir" in err and "Traceback" not in err
+    assert snapshot(sweep / "0_model=unet") == before
