@@ -1,0 +1,201 @@
+"""The same guarantees as tests/test_distributed.py on the real SAM2 tasks (Hiera-T, 64 px, random init):
+2 processes under torchrun and under ``launcher=submitit_local`` equal 1 process, and a SIGTERM mid-epoch
+followed by ``trainer.resume=auto`` ends with the uninterrupted weights and tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from medseg.preemption import RunInterrupted
+from medseg.tables import read_csv
+from tests.conftest import ROOT, run_entry
+
+TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
+COMMON = [
+    "model.image_size=64",
+    "model.checkpoint=null",
+    "trainer.device=cpu",
+    "trainer.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.progress_bar=false",
+    "logger=none",
+    "optim=sgd",
+    "optim.lr=1e-2",
+    "seed=5",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def _rows(path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_csv(path)]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=900,
+        env=env,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r
+
+
+def _train(entry: str, overrides: list[str], out, how: str):
+    """Train in ``out`` (a run folder) as 1 process, 2 torchrun processes or 2 submitit_local tasks."""
+    args = [entry, *COMMON, *overrides]
+    if how == "one":
+        _run([*args, "trainer.batch_size=2", f"hydra.run.dir={out}"])
+        return out
+    if how == "torchrun":
+        _run(
+            ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+            + [*args, "trainer.batch_size=1", f"hydra.run.dir={out}"]
+        )
+        return out
+    _run(
+        [*args[:1], "-m", "launcher=submitit_local", *args[1:], "trainer.batch_size=1"]
+        + [f"hydra.sweep.dir={out}", "hydra.sweep.subdir=job", "hydra.launcher.tasks_per_node=2"]
+    )
+    return out / "job"
+
+
+DIMS = {
+    "2d": ("train_2d.py", ["dataset=kvasir", "dataset.root={data}/kvasir"]),
+    "3d": ("train_3d.py", ["dataset=nnunet", "dataset.root={data}/nnunet", "func_3d.video_length=4"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["torchrun", "submitit_local"])
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
+    """2 processes x batch 1 == 1 process x batch 2 after 2 SGD steps (max abs weight difference < 1e-5:
+    fp32 sums in another order; Adam would amplify that noise, SGD does not), through the same
+    DistributedDataParallel path whether the ranks come from torchrun or from submitit."""
+    entry, extra = DIMS[dim]
+    extra = [e.format(data=data_root) for e in extra]
+    one = _train(entry, extra, tmp_path / "one", "one")
+    two = _train(entry, extra, tmp_path / "two", how)
+    log = (two / f"{entry[:-3]}.log").read_text()
+    assert "DistributedDataParallel over 2 processes" in log
+    a, b = _weights(one / "checkpoint_last.pth"), _weights(two / "checkpoint_last.pth")
+    from sam2_train import build_sam2_model
+
+    torch.manual_seed(5)
+    init = build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=None).state_dict()
+    assert _max_diff(a, init) > 100 * 1e-5, "training did not move the weights: the comparison would be empty"
+    assert _max_diff(a, b) < 1e-5
+    assert torch.load(two / "checkpoint_last.pth", weights_only=True)["step"] == 2
+
+
+@pytest.mark.slow
+def test_sam2_2d_sigterm_mid_epoch_resume_is_exact(tmp_path, monkeypatch):
+    """SIGTERM during step 3 of the second 8-step epoch: checkpoint_last.pth at batch 3 of that epoch, one
+    line; resuming in place ends with the uninterrupted weights (max abs diff <= 1e-6) and metrics.csv /
+    val_cases.csv equal the uninterrupted run's (epoch 1's rows kept, none twice)."""
+    from func_2d.task import SAM2ImageTask
+    from medseg import synthetic
+
+    data = synthetic.write_kvasir(tmp_path / "kvasir", n=12, size=64)
+    args = [
+        f"dataset.root={data}",
+        "model.checkpoint=null",
+        "trainer.batch_size=1",
+        "trainer.limit_train_batches=8",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=1",
+        "optim=sgd",
+        "optim.lr=1e-2",
+        "seed=5",
+        "logger=none",
+    ]
+    run_entry("train_2d", args, tmp_path / "full")
+    step = SAM2ImageTask.training_step
+    calls = []
+
+    def killed_at_11(self, model, batch):
+        calls.append(1)
+        if len(calls) == 11:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, model, batch)
+
+    monkeypatch.setattr(SAM2ImageTask, "training_step", killed_at_11)
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        run_entry("train_2d", args, run)
+    monkeypatch.setattr(SAM2ImageTask, "training_step", step)
+    ck = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == (1, 3, 11)
+    first = read_csv(run / "metrics.csv")
+    run_entry("train_2d", [*args, "trainer.resume=auto"], run)
+    full = tmp_path / "full"
+    assert _max_diff(_weights(full / "checkpoint_last.pth"), _weights(run / "checkpoint_last.pth")) <= 1e-6
+    assert read_csv(run / "metrics.csv")[:1] == first
+    assert _rows(run / "metrics.csv") == _rows(full / "metrics.csv")
+    assert _rows(run / "val_cases.csv") == _rows(full / "val_cases.csv")
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_checkpoint_one_line_and_resumes_in_place(data_root, tmp_path):
+    """A real Ctrl-C (SIGINT) to ``train_2d.py`` mid-epoch: the step finishes, checkpoint_last.pth holds
+    it, stderr ends with one line naming the resume option, exit code 130; ``trainer.resume=auto`` in the
+    same folder finishes the run with one metrics.csv row per epoch."""
+    import time
+
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "train_2d.py",
+        *COMMON,
+        "dataset=kvasir",
+        f"dataset.root={data_root / 'kvasir'}",
+        "trainer.batch_size=1",
+        "trainer.limit_train_batches=6",
+        "trainer.max_epochs=2",
+        "trainer.save_every_n_steps=1",
+        f"hydra.run.dir={out}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 600
+    while not (out / "checkpoint_last.pth").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGINT after step ") and "trainer.resume=" in last, err[-2000:]
+    ck = torch.load(out / "checkpoint_last.pth", weights_only=True)
+    assert ck["step"] >= 1
+    _run([*args[1:], "trainer.resume=auto"])
+    rows = read_csv(out / "metrics.csv")
+    per = int(rows[0]["step"])  # steps per epoch
+    assert [r["epoch"] for r in rows] == ["1", "2"] and [int(r["step"]) for r in rows] == [per, 2 * per]
+    assert ck["step"] == ck["epoch"] * per + ck["batch_in_epoch"]
