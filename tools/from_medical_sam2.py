@@ -312,6 +312,10 @@ def _translate_python(script: str, flags: list[tuple[str, str | None]], env: dic
             overrides += rule(value, st)
         except (ValueError, TypeError) as exc:
             tr.unknown.append(f"{flag} {value} ({exc})")
+    if script == "train_2d.py":
+        st.notes.append(
+            "func_2d.memory_bank=true: Medical-SAM2's 2D training always attends to a bank of earlier images"
+        )
     if "-pretrain" in given:  # the pretrain file replaces the SAM checkpoint
         keep = [o for o in overrides if o.startswith("model.checkpoint=")][-1:]
         overrides = [o for o in overrides if not o.startswith("model.checkpoint=")] + keep
