@@ -152,3 +152,43 @@ def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill
         )
     torch.save({"stopped": stopped}, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def toy_cases(n: int = 7):
+    """``n`` small 2-class label maps and predictions that differ from them (some empty, some missed)."""
+    rng = np.random.default_rng(5)
+    out = []
+    for i in range(n):
+        target = (rng.random((12, 12)) > 0.6).astype(np.int64) * (1 + i % 2)
+        pred = np.where(rng.random((12, 12)) > 0.8, 0, target)
+        if i == 3:
+            pred[:] = 0  # a missed object
+        out.append((f"case{i}", pred, target))
+    return out
+
+
+def evaluate_toy(shard=None):
+    """run_evaluation over :func:`toy_cases` (a case of ``None`` = skipped, as a missing prompt is)."""
+    from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
+    from medseg.prompts import PromptConfig
+
+    cases = toy_cases()
+    protocol = EvalProtocol(prompt=PromptConfig(type="box"))
+
+    def evaluate_case(i):
+        if i == 5:
+            return None
+        cid, pred, target = cases[i]
+        return CaseResult(cid, pred, target, (1.0, 1.0), {1: "a", 2: "b"})
+
+    return run_evaluation(len(cases), evaluate_case, protocol, progress=False, shard=shard)
+
+
+def eval_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    summary, rows, _ = evaluate_toy(shard=(rank, world))
+    torch.save({"summary": summary, "rows": rows}, Path(out) / f"eval{rank}.pt")
+    dist.destroy_process_group()

@@ -88,7 +88,10 @@ def _train(entry: str, overrides: list[str], out, how: str):
 
 DIMS = {
     "2d": ("train_2d.py", ["dataset=kvasir", "dataset.root={data}/kvasir"]),
-    "3d": ("train_3d.py", ["dataset=nnunet", "dataset.root={data}/nnunet", "func_3d.video_length=4"]),
+    "3d": (
+        "train_3d.py",
+        ["dataset=nnunet", "dataset.root={data}/nnunet", "func_3d.video_length=4", "optim.lr=5e-2"],
+    ),
 }
 
 
@@ -96,10 +99,14 @@ DIMS = {
 @pytest.mark.parametrize("how", ["torchrun", "submitit_local"])
 @pytest.mark.parametrize("dim", ["2d", "3d"])
 def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
-    """2 processes x batch 1 == 1 process x batch 2 after 2 SGD steps (max abs weight difference < 1e-5:
-    fp32 sums in another order; Adam would amplify that noise, SGD does not), through the same
-    DistributedDataParallel path whether the ranks come from torchrun or from submitit."""
+    """2 processes x batch 1 == 1 process x batch 2 after 2 SGD steps, through the same
+    DistributedDataParallel path whether the ranks come from torchrun or from submitit. Tolerance (max abs
+    weight difference): 2D 1e-5 (fp32 sums in another order; SGD does not amplify that noise as Adam
+    would); 3D 2e-4, because the 3D step itself differs by ~9e-5 after these 2 steps between running the
+    2 clips batched and one after the other in one process (measured), rounding that the propagation's
+    thresholds and argmaxes carry on; the weights move > 10x the tolerance."""
     entry, extra = DIMS[dim]
+    tol = 1e-5 if dim == "2d" else 2e-4
     extra = [e.format(data=data_root) for e in extra]
     one = _train(entry, extra, tmp_path / "one", "one")
     two = _train(entry, extra, tmp_path / "two", how)
@@ -110,8 +117,8 @@ def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
 
     torch.manual_seed(5)
     init = build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=None).state_dict()
-    assert _max_diff(a, init) > 100 * 1e-5, "training did not move the weights: the comparison would be empty"
-    assert _max_diff(a, b) < 1e-5
+    assert _max_diff(a, init) > 10 * tol, "training did not move the weights: the comparison would be empty"
+    assert _max_diff(a, b) < tol
     assert torch.load(two / "checkpoint_last.pth", weights_only=True)["step"] == 2
 
 
