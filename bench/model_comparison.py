@@ -146,20 +146,43 @@ def step_seconds(family: str, variant: str, size: int, device: str, reps: int = 
     once()  # warm-up
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         once()
         times.append(time.perf_counter() - t)
-    out = {"step_s": statistics.median(times), "size": size}
+        cpu.append(time.process_time() - c)
+    # process time: the CPU-seconds this process used, which busy neighbours on shared cores barely change
+    out = {"step_s": statistics.median(times), "cpu_s": statistics.median(cpu), "size": size}
     if device == "cuda":
         out["peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return out
 
 
 # ------------------------------------------------------------------------------------------ runs
+def cpu_row(family: str, variant: str) -> dict:
+    r = step_seconds(family, variant, CPU_SIZE, "cpu", reps=3)
+    r["load_1min"] = os.getloadavg()[0]
+    return r
+
+
+def remeasure_cpu() -> dict:
+    """Only the CPU columns again (the counted columns are kept)."""
+    counted = json.loads(OUT_JSON.read_text())
+    torch.set_num_threads(1)
+    for name, family, variant, _ in rows_to_run():
+        counted["rows"][name]["cpu"] = cpu_row(family, variant)
+        print(name, counted["rows"][name]["cpu"], flush=True)
+    counted["machine"] = _machine()
+    return counted
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
 def count_all() -> dict:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     rows = {}
     for name, family, variant, native in rows_to_run():
         t0 = time.time()
@@ -172,12 +195,11 @@ def count_all() -> dict:
             r[f"gflop_{s}"] = encoder_gflop(family, variant, s)
             r[f"image_gb_{s}"] = image_activation_gb(family, variant, s)
             r[f"clip_gb_{s}"] = clip_bytes(variant, s, 1) / 2**30 if family == "sam2" else None
-        r["cpu"] = step_seconds(family, variant, CPU_SIZE, "cpu", reps=2)
-        r["cpu"]["load_1min"] = os.getloadavg()[0]  # the cores are shared: busy neighbours slow a step
+        r["cpu"] = cpu_row(family, variant)
         rows[name] = r
         print(f"{name}: {r} ({time.time() - t0:.0f} s)", flush=True)
     return {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": _machine(),
         "rows": rows,
     }
 
@@ -219,17 +241,19 @@ def render(counted: dict, gpu: dict | None) -> str:
         "- **Act. image / clip**: activation memory kept for the backward pass (fp32; attention as a fused GPU",
         "  kernel keeps it), counted on the meta device: one image with one box through encoder and decoder;",
         "  one 8-frame clip with one object through our propagation (SAM2 only; SAM has no memory).",
-        f"- **CPU step**: median of 2 training steps (after a warm-up) (forward + backward, one image, one box) at {CPU_SIZE} px "
-        f"on this machine ({counted.get('machine', '?')}); 1024 px takes minutes per step here. The cores are",
-        "  shared with other jobs: the 1-minute load average during each row is given; compare rows of similar load.",
+        "- **CPU time / step**: median of 3 training steps after a warm-up (forward + backward, one image, one",
+        f"  box) at {CPU_SIZE} px on one thread ({counted.get('machine', '?')}), as CPU-seconds used by the",
+        "  process (`time.process_time`): the cores here are shared with other jobs, which change the **wall",
+        "  time** column (1-minute load average beside it) far more than the CPU time. 1024 px takes minutes here.",
         f"- **GPU step / peak**: measured at {GPU_SIZE} px by `--gpu` "
         + (f"on {gpu['device']} ({gpu['dtype']})" if gpu else "— not measured yet: empty, never estimated")
         + ".",
         "",
         "| Model | Params (M) | Blocks | GFLOP 512 | GFLOP 1024 | Act. image 512 (GB) | Act. image 1024 (GB) "
-        f"| Act. 8-frame clip 512 (GB) | Act. 8-frame clip 1024 (GB) | CPU step {CPU_SIZE} px (s) "
+        f"| Act. 8-frame clip 512 (GB) | Act. 8-frame clip 1024 (GB) | CPU time / step {CPU_SIZE} px (s) "
+        f"| Wall time / step {CPU_SIZE} px (s) "
         f"| GPU step {GPU_SIZE} px (ms) | GPU peak {GPU_SIZE} px (GB) |",
-        "|" + "---|" * 12,
+        "|" + "---|" * 13,
     ]
     for name, r in counted["rows"].items():
         gr = g.get(name, {})
@@ -248,6 +272,7 @@ def render(counted: dict, gpu: dict | None) -> str:
             _f(r["image_gb_1024"], ".2f"),
             _f(r["clip_gb_512"], ".2f"),
             _f(r["clip_gb_1024"], ".2f"),
+            _f(r["cpu"].get("cpu_s"), ".2f"),
             _f(r["cpu"]["step_s"], ".2f")
             + (f" (load {r['cpu']['load_1min']:.0f})" if "load_1min" in r["cpu"] else ""),
             _f(gr.get("step_s") and gr["step_s"] * 1000, ".0f"),
@@ -264,12 +289,15 @@ def main(argv=None) -> int:
     p.add_argument(
         "--gpu", action="store_true", help="measure the GPU columns (CUDA) into model_comparison_gpu.json"
     )
+    p.add_argument("--cpu", action="store_true", help="re-measure only the CPU columns (counts kept)")
     p.add_argument(
         "--render", action="store_true", help="only rewrite docs/MODEL_COMPARISON.md from the JSON files"
     )
     args = p.parse_args(argv)
     if args.gpu:
         GPU_JSON.write_text(json.dumps(measure_gpu(), indent=1))
+    elif args.cpu:
+        OUT_JSON.write_text(json.dumps(remeasure_cpu(), indent=1))
     elif not args.render:
         OUT_JSON.write_text(json.dumps(count_all(), indent=1))
     counted = json.loads(OUT_JSON.read_text())
