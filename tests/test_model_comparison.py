@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
