@@ -31,11 +31,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
 
 
 def _short_value(value: str) -> str:
-    """An override's value for a folder name: a path becomes its file name without suffix."""
+    """An override's value for a folder name: a path becomes its file name without suffix, a float
+    (an Optuna trial's ``0.7340279606636548``) four significant digits."""
     v = value.strip().strip("'\"")
     if "/" in v or "\\" in v:
         name = PurePosixPath(v.replace("\\", "/").rstrip("/")).name
         v = PurePosixPath(name).stem if name else v
+    elif re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+)", v):
+        v = f"{float(v):.4g}"
     return _UNSAFE.sub("-", v).strip("-")
 
 
@@ -44,21 +47,23 @@ def job_dirname(
 ) -> str:
     """Folder name of one sweep job: ``<num>_<key=value,...>``, at most ``max_len`` characters.
 
-    Overrides are sorted as Hydra's ``override_dirname``; keys in ``exclude_keys`` (without ``+``/``~``)
-    are left out; a key is shortened to its last dotted part and a value holding a path to its file
-    name without suffix (``sam2_checkpoint=checkpoints/sam2.1_hiera_tiny.pt`` → ``sam2_checkpoint=
-    sam2.1_hiera_tiny``); characters other than letters, digits and ``._=,-`` become ``-``. A longer
-    name is cut and ends with 8 hex digits of a hash of all overrides, so different jobs stay apart.
+    Overrides keep the job's order (a sweeper's own parameters come first: Optuna's trial values,
+    the basic sweeper's ``hydra.sweeper.params``); ``hydra.*`` keys and keys in ``exclude_keys``
+    (without ``+``/``~``) are left out; a key is shortened to its last dotted part, a value holding a
+    path to its file name without suffix (``sam2_checkpoint=checkpoints/sam2.1_hiera_tiny.pt`` →
+    ``sam2_checkpoint=sam2.1_hiera_tiny``) and a float to 4 significant digits; characters other than
+    letters, digits and ``._=,-`` become ``-``. A longer name is cut and ends with 8 hex digits of a
+    hash of all overrides, so different jobs stay apart.
     """
     if max_len < 20:
         raise ValueError(f"max_len={max_len}: a job folder name needs at least 20 characters")
-    lines = sorted(str(x) for x in overrides)
+    lines = [str(x) for x in overrides]
     excluded = {str(k) for k in exclude_keys}
     items = []
     for line in lines:
         key, has_value, value = line.partition("=")
         bare = key.strip().lstrip("+~")
-        if bare in excluded:
+        if bare in excluded or bare.startswith("hydra."):
             continue
         name = _UNSAFE.sub("-", bare.rsplit(".", 1)[-1]).strip("-")
         if key.strip().startswith("~"):
@@ -67,7 +72,7 @@ def job_dirname(
     key = ",".join(i for i in items if i)
     out = f"{num}_{key}" if key else str(num)
     if len(out) > max_len:
-        digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:8]
+        digest = hashlib.sha1("\n".join(sorted(lines)).encode()).hexdigest()[:8]
         out = f"{out[: max_len - 9].rstrip(',=-._')}-{digest}"
     return out
 

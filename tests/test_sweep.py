@@ -22,18 +22,23 @@ def test_job_dirname_shortens_paths_and_keys():
     name = job_dirname(
         3,
         [
+            "+arm=sam2_zero_shot",  # the job's order is kept (a sweeper's parameters come first)
             "sam2_checkpoint=checkpoints/sam2.1_hiera_tiny.pt",
-            "+arm=sam2_zero_shot",
-            "optim.lr=0.001",
+            "optim.lr=0.0003807947176588889",
             "dataset.root=/d",
+            "hydra.sweeper.n_trials=2",
         ],
         exclude_keys=["dataset.root"],
     )
-    assert name == "3_arm=sam2_zero_shot,lr=0.001,sam2_checkpoint=sam2.1_hiera_tiny"
+    assert name == "3_arm=sam2_zero_shot,sam2_checkpoint=sam2.1_hiera_tiny,lr=0.0003808"
     assert job_dirname(0, []) == "0"
     assert job_dirname(1, [r"model.checkpoint=C:\weights\run 7\best.pth"]) == "1_checkpoint=best"
     assert job_dirname(2, ["data.root=/data/btcv/"]) == "2_root=btcv"
     assert job_dirname(4, ["~logger"]) == "4_no-logger"
+    assert (
+        job_dirname(5, ["seed=7", "optim.lr=1e-4", "model=sam2.1_hiera_t"])
+        == "5_seed=7,lr=0.0001,model=sam2.1_hiera_t"
+    )
 
 
 @pytest.mark.parametrize(
