@@ -81,7 +81,7 @@ def _bad_files(tmp_path: Path, tiny) -> dict[str, tuple[Path, str]]:
     return {
         "missing": (tmp_path / "nope.pt", "not found"),
         "truncated": (trunc, "corrupt or truncated"),
-        "garbage": (garbage, "corrupt or truncated"),
+        "garbage": (garbage, "not a PyTorch weights file"),
         "code": (pickled, "needs code"),
         "other_variant": (other, "'sam2.1_hiera_s'"),
         "missing_keys": (missing, "3 missing keys"),

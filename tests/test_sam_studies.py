@@ -115,7 +115,7 @@ def test_study_composes_to_its_protocol_for_every_arm(study, tmp_path):
 
 
 def test_study_commands_are_in_the_readme():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     for study in STUDIES:
         assert f"python train_2d.py experiment={study} dataset.root=" in text, study
 
@@ -267,5 +267,5 @@ def test_study_runs_every_arm_and_compares_them(study, data_root, tmp_path):
         trained = json.loads((job / "run_summary.json").read_text())["steps"] > 0
         assert trained == (job / "checkpoint_last.pth").is_file(), job
     assert len({(j / "splits.json").read_text() for j in jobs}) == 1  # one split for every arm
-    table = (sweep / "comparison" / "comparison.md").read_text()
+    table = (sweep / "comparison" / "comparison.md").read_text(encoding="utf-8")
     assert all(arm in table for arm in arms), table[:2000]

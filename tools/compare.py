@@ -271,7 +271,7 @@ def write_markdown(
     lines += [f"- [{g}]({g})" for g in grids] if grids else []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def plot_dice(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
