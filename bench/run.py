@@ -715,6 +715,8 @@ def bench_inference(S: int, T: int, n_organs: int, device, repeats: int) -> dict
         "goal_speedup": GOALS["speedup"],
         "goal_dice": GOALS["dice"],
         "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "load_avg_1min": os.getloadavg()[0],
     }
     res["pass_speedup"] = res["speedup"] >= res["goal_speedup"]
     res["pass_dice"] = res["dice_min"] >= res["goal_dice"]
@@ -977,7 +979,13 @@ def render(r: dict) -> str:
         "repeats). Random weights (no checkpoint): speed does not depend on the weights.",
         "",
         f"- **Device:** {d.get('label', '?')} ({d.get('logical_cpus', '?')} logical CPUs, {d.get('memory_gb', '?')} GB RAM); "
-        f"device `{d.get('type', '?')}`",
+        f"device `{d.get('type', '?')}`"
+        + (
+            " (thread count of the last invocation; sections kept from earlier invocations by `--update` may "
+            "have used another, the inference rows state theirs)"
+            if d.get("type") == "cpu"
+            else ""
+        ),
         "- **Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- **Date:** {r.get('date', '?')}; mode: `{r.get('mode', '?')}`; wall time of the last invocation {_f(r.get('wall_s'), 0)} s",
         "- **GPU rows: not measured (no GPU was lent in this session).** Only CPU numbers appear below; "
@@ -1086,6 +1094,12 @@ def render(r: dict) -> str:
         L.append(
             f"Dice per organ ({x['organs']} organs, {x['slices']} slices): "
             + ", ".join(f"{k}: {val:.5f}" for k, val in x["dice_per_organ"].items())
+            + (
+                f" ({x['threads']} torch thread{'s' if x['threads'] > 1 else ''}, 1-minute load average "
+                f"{x['load_avg_1min']:.1f} when the case finished)"
+                if "threads" in x
+                else ""
+            )
         )
         if "exact_dice_min" in x:
             L.append("")
@@ -1377,11 +1391,12 @@ def main(argv=None) -> int:
         else None,
     }
     argv_s = " ".join(sys.argv[1:])
-    cmds = [c for c in prev.get("commands", []) if "--render-only" not in c and c != "cd <repo root>"]
+    this = f".venv/bin/python bench/run.py {argv_s}".rstrip()
+    cmds = [c for c in prev.get("commands", []) if "--render-only" not in c and c not in ("cd <repo root>", this)]
     r["commands"] = [
         "cd <repo root>",
-        *cmds,
-        f".venv/bin/python bench/run.py {argv_s}".rstrip(),
+        *dict.fromkeys(cmds),  # each command once, in the order first run
+        this,
         ".venv/bin/python bench/run.py --render-only   # re-render this page from bench/results.json",
     ]
 
