@@ -32,7 +32,7 @@ from medseg.datasets import build_dataset
 from medseg.errors import DataError
 from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
 from medseg.io import write_like
-from medseg.runtime import pick_device, seed_everything
+from medseg.runtime import init_distributed, pick_device, seed_everything
 from medseg.splits import resolve_splits
 from medseg.tables import write_csv
 from medseg.transforms import build_transform
@@ -169,9 +169,17 @@ def _targets(out_dir: Path, case_id: str, geometric: bool) -> list[Path]:
 
 
 def run_inference(cfg: DictConfig) -> list[dict]:
-    """The whole of ``inference_3d.py``; returns the metric rows (empty without labels)."""
+    """The whole of ``inference_3d.py``; returns the metric rows (empty without labels).
+
+    Under torchrun / srun / submitit the cases are shared out over the processes (each case written once,
+    by the rank that segmented it) and rank 0 writes the one ``metrics.csv`` in the single-process order.
+    """
+    from medseg.distributed import export_cluster_env
+
     seed_everything(int(cfg.seed))
+    export_cluster_env()
     device = pick_device(str(cfg.trainer.device))
+    dist_info = init_distributed(device)
     out_dir = Path(cfg.output_dir)
     model, variant, size = load_model(cfg, device)  # checkpoint errors before anything is written
     dataset = build_dataset(cfg.dataset)
@@ -196,13 +204,6 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     from medseg.rundir import check_output_folder
 
     check_output_folder(out_dir, overwrite=bool(cfg.overwrite))  # earlier outputs, metrics.csv included
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None
     if not cfg.overwrite:
         clash = [p for i in ids for p in _targets(out_dir, i, True) if p.exists()]
         if clash:
@@ -210,6 +211,15 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 f"{clash[0]}: exists (and {len(clash) - 1} more outputs); use overwrite=true "
                 "or another output_dir"
             )
+    if dist_info.enabled:  # every rank has checked the folder before any of them writes to it
+        torch.distributed.barrier()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write_test.{dist_info.rank}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None
     transform = build_transform(cfg.dataset.intensity, size)
     protocol = EvalProtocol.from_cfg(cfg)
     if file_prompts is None:
@@ -263,14 +273,22 @@ def run_inference(cfg: DictConfig) -> list[dict]:
         if geometric:
             write_like(pred, geom, nii[0], overwrite=True)
         write_like(pred, geom, npy, overwrite=True)  # (D, H, W) in slice order, whatever the layout
-        if rows:
+        if rows and not dist_info.enabled:  # alone: metrics.csv grows case by case
             metric_rows.extend(rows)
             write_csv(out_dir / "metrics.csv", metric_rows)
         if cfg.save_vis:
             for z, g in volume_pictures(raw, pred, transform, res.vp, n=int(cfg.vis_slices)).items():
                 save_png(g, out_dir / "vis" / f"{case_id}_z{z:03d}.png")
 
-    summary, _, _ = run_evaluation(len(ids), evaluate_case, protocol, desc="volumes", on_case=write_case)
+    shard = (dist_info.rank, dist_info.world_size) if dist_info.enabled else None
+    summary, rows, _ = run_evaluation(
+        len(ids), evaluate_case, protocol, desc="volumes", on_case=write_case, shard=shard
+    )
+    if not dist_info.is_main:
+        return []
+    if dist_info.enabled and rows:  # the gathered rows of every rank, in case order
+        metric_rows = rows
+        write_csv(out_dir / "metrics.csv", metric_rows)
     write_inference_summary(out_dir, cfg, model, protocol, summary, split, len(ids))
     if summary:
         print(

@@ -16,7 +16,7 @@ from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
 from medseg.batch import to_device
 from medseg.context import seed_augment
-from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
+from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
 from medseg.prompts import PromptConfig, prompts_3d
 from medseg.transforms import volume_window
 from medseg.viz import panel_grid, save_png
@@ -236,6 +236,7 @@ def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, pro
         limit=cfg.trainer.get("limit_val_batches"),
         progress=bool(cfg.trainer.get("progress_bar", True)),
         desc="validate 3D",
+        shard=shard_of(ctx),  # several processes: each scores its share, rank 0 gets every row
     )
 
 

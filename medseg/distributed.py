@@ -140,16 +140,10 @@ def wrap_for_training(model: torch.nn.Module, task, *, device: torch.device, ddp
 
 
 # ---------------------------------------------------------------------- sharded evaluation
-def shard(n: int, rank: int, world: int) -> list[int]:
-    """Case indices of ``rank``: ``rank, rank + world, ...`` (every case on exactly one rank)."""
-    return list(range(rank, n, world))
-
-
-def gather_rows(items: list[tuple[int, list[dict]]]) -> list[tuple[int, list[dict]]] | None:
-    """Gather ``(case_index, rows)`` pairs on rank 0, sorted by case index (the single-process order).
-
-    Returns the sorted list on rank 0, None elsewhere; the input itself without a process group.
-    """
+def gather_by_index(items: list[tuple[int, object]]) -> list[tuple[int, object]] | None:
+    """Gather ``(case_index, payload)`` pairs of every rank on rank 0 (``gather_object``), sorted by case
+    index: the single-process order. Returns the sorted list on rank 0, None elsewhere; the input
+    sorted when no process group is up."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return sorted(items, key=lambda t: t[0])
     out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None

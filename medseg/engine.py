@@ -348,13 +348,15 @@ class Engine(RunOutputs):
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> dict:
-        if not self.dist.is_main:
-            return {}
+        """Every rank validates (the evaluator shards the cases over the ranks, ``medseg.evaluation``);
+        rank 0 receives all rows in the single-process order and writes them."""
         self.model.eval()
         vis_dir = self.out_dir / "vis" / f"epoch_{self.epoch:03d}" if self.cfg.get("vis") else None
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             summary, rows, images = self.task.validate(self.model, epoch=self.epoch, vis_dir=vis_dir)
         self.model.train()
+        if not self.dist.is_main:
+            return {}
         rows = [{"epoch": self.epoch, **r} for r in rows]
         self.last_val_rows = rows
         append_csv(self.out_dir / "val_cases.csv", rows)  # every validation of this run, by epoch

@@ -23,6 +23,7 @@ Training keeps its own (jittered, seeded) prompts; only evaluation uses this pro
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,9 +36,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medseg.batch import collate_sam2_2d
-from medseg.metrics import MetricAccumulator
+from medseg.metrics import MetricAccumulator, score_case
 from medseg.prompts import PromptConfig
 from medseg.viz import panel_grid, save_png
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,38 +152,60 @@ def run_evaluation(
     progress: bool = True,
     desc: str = "evaluate",
     on_case: Callable[[CaseResult, list[dict]], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[dict[str, float], list[dict], dict[str, np.ndarray]]:
     """The evaluation loop: score cases ``0..n-1`` (``limit`` first ones) with ``evaluate_case``.
 
     ``evaluate_case(i)`` is the model-specific part (prompts from ``protocol``, forward, label map); it
     may return None to skip a case. ``on_case(result, rows)`` runs after each case (writing outputs).
+    ``shard=(rank, world)`` (a distributed run, every rank calling): this rank scores cases ``rank,
+    rank + world, ...`` and rank 0 gathers the rows and pictures of all ranks in case order, so its result
+    is the single-process one; the other ranks return ``({}, [], {})``.
 
     Returns:
         (summary ``{"val/dice": ...}``, rows (one per case x class, with ``eval_protocol``), pictures).
     """
+    from medseg.distributed import gather_by_index
+
     n = n_cases if not limit else min(n_cases, int(limit))
-    acc = MetricAccumulator()
-    images: dict[str, np.ndarray] = {}
+    rank, world = shard if shard else (0, 1)
+    done: list[tuple[int, tuple[list[dict], dict[str, np.ndarray]]]] = []
     pid = protocol.id()
-    for i in tqdm(range(n), desc=desc, leave=False, disable=not progress):
+    for i in tqdm(range(rank, n, world), desc=desc, leave=False, disable=not progress or rank != 0):
         res = evaluate_case(i)
         if res is None:
             continue
         rows: list[dict] = []
         if res.target is not None:
             cid, unit = str(res.case_id), res.spacing_unit
-            rows = acc.add_case(res.pred, res.target, res.spacing, res.classes, case_id=cid, unit=unit)
+            rows = score_case(res.pred, res.target, res.spacing, res.classes, case_id=cid, unit=unit)
             for r in rows:
                 r["eval_protocol"] = pid
-        for name, img in res.images.items():
-            if len(images) < 4:
-                images[name] = img
+        done.append((i, (rows, dict(res.images))))
         if on_case is not None:
             on_case(res, rows)
+    if world > 1:
+        log.info("evaluation shard %d/%d: %d of %d cases", rank, world, len(done), n)
+    gathered = gather_by_index(done) if world > 1 else done
+    if gathered is None:  # not rank 0
+        return {}, [], {}
+    acc = MetricAccumulator()
+    images: dict[str, np.ndarray] = {}
+    for _, (rows, pictures) in gathered:
+        acc.add_rows(rows)
+        for name, img in pictures.items():
+            if len(images) < 4:
+                images[name] = img
     if not acc.rows:
         return {}, [], images
     summary = {f"val/{k}": float(v) for k, v in acc.summary().items()}
     return summary, acc.rows, images
+
+
+def shard_of(ctx) -> tuple[int, int] | None:
+    """``(rank, world)`` of a run context's process group, None when it runs alone."""
+    d = getattr(ctx, "dist", None)
+    return (d.rank, d.world_size) if d is not None and d.enabled else None
 
 
 # ---------------------------------------------------------------------- 2D
@@ -262,6 +287,7 @@ def evaluate_2d(
         limit=limit,
         progress=bool(ctx.cfg.trainer.get("progress_bar", True)),
         desc="validate",
+        shard=shard_of(ctx),  # several processes: each scores its share, rank 0 gets every row
     )
 
 
@@ -309,4 +335,5 @@ __all__: Sequence[str] = (
     "objects_to_label_map",
     "protocol_record",
     "run_evaluation",
+    "shard_of",
 )

@@ -263,3 +263,20 @@ def test_bad_distributed_options_are_one_clear_error(key, value):
     OmegaConf.update(cfg, key, value)
     with pytest.raises(ValueError, match=rf"^{key}: expected .* got {value!r}$"):
         validate_config(cfg)
+
+
+# ---------------------------------------------------------------------- sharded evaluation
+def test_evaluation_sharded_over_two_processes_gives_the_single_process_rows(tmp_path):
+    """run_evaluation with shard=(rank, 2): rank 0 scores cases 0, 2, 4, 6, rank 1 cases 1, 3, 5 (5 is
+    skipped, as a case without prompts is); rank 0 receives every row in the single-process order and
+    the same summary, rank 1 nothing to write."""
+    from tests.ddp_toy import eval_worker, evaluate_toy
+
+    summary1, rows1, _ = evaluate_toy()
+    assert len(rows1) >= 10 and len({r["case_id"] for r in rows1}) == 6
+    torch.multiprocessing.spawn(eval_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "eval0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "eval1.pt", weights_only=False)
+    assert repr(r0["rows"]) == repr(rows1)  # repr: NaN (HD95 of an empty mask) equals itself
+    assert repr(r0["summary"]) == repr(summary1)
+    assert r1 == {"summary": {}, "rows": []}

@@ -99,10 +99,10 @@ DIMS = {
 @pytest.mark.parametrize("how", ["torchrun", "submitit_local"])
 @pytest.mark.parametrize("dim", ["2d", "3d"])
 def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
-    """2 processes x batch 1 == 1 process x batch 2 after 2 SGD steps, through the same
+    """2 processes x batch 1 == 1 process x batch 2 after 2 SGD steps (3D: 1), through the same
     DistributedDataParallel path whether the ranks come from torchrun or from submitit. Tolerance (max abs
     weight difference): 2D 1e-5 (fp32 sums in another order; SGD does not amplify that noise as Adam
-    would); 3D 2e-4, because the 3D step itself differs by ~9e-5 after these 2 steps between running the
+    would); 3D 2e-4, because the 3D step itself differs by ~9e-5 after this step between running the
     2 clips batched and one after the other in one process (measured), rounding that the propagation's
     thresholds and argmaxes carry on; the weights move > 10x the tolerance."""
     entry, extra = DIMS[dim]
@@ -119,7 +119,8 @@ def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
     init = build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=None).state_dict()
     assert _max_diff(a, init) > 10 * tol, "training did not move the weights: the comparison would be empty"
     assert _max_diff(a, b) < tol
-    assert torch.load(two / "checkpoint_last.pth", weights_only=True)["step"] == 2
+    steps = [torch.load(d / "checkpoint_last.pth", weights_only=True)["step"] for d in (one, two)]
+    assert steps[0] == steps[1] == (2 if dim == "2d" else 1)  # 3D: 3 training volumes = 1 global batch of 2
 
 
 @pytest.mark.slow
@@ -206,3 +207,71 @@ def test_ctrl_c_writes_checkpoint_one_line_and_resumes_in_place(data_root, tmp_p
     per = int(rows[0]["step"])  # steps per epoch
     assert [r["epoch"] for r in rows] == ["1", "2"] and [int(r["step"]) for r in rows] == [per, 2 * per]
     assert ck["step"] == ck["epoch"] * per + ck["batch_in_epoch"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_distributed_validation_writes_the_single_process_tables(dim, data_root, tmp_path):
+    """``train=false`` scored by 2 torchrun processes (cases sharded, rows gathered on rank 0) writes the
+    val_cases.csv and metrics.csv of 1 process: same rows, same order (the training split, so that the
+    cases do not divide evenly between the ranks)."""
+    entry, extra = DIMS[dim]
+    args = [entry, *COMMON, *[e.format(data=data_root) for e in extra], "train=false", "eval_split=train"]
+    args = [a for a in args if not a.startswith("trainer.limit_val_batches")]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([*args, f"hydra.run.dir={one}"])
+    _run(
+        ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+        + [*args, f"hydra.run.dir={two}"]
+    )
+    cases = read_csv(one / "val_cases.csv")
+    n = len({r["case_id"] for r in cases})
+    assert n >= 3
+    log = (two / f"{entry[:-3]}.log").read_text()
+    assert f"evaluation shard 0/2: {(n + 1) // 2} of {n} cases" in log  # each rank scored its share
+    assert f"evaluation shard 1/2: {n // 2} of {n} cases" in log
+    assert (two / "val_cases.csv").read_text() == (one / "val_cases.csv").read_text()
+    assert _rows(two / "metrics.csv") == _rows(one / "metrics.csv")
+
+
+@pytest.mark.slow
+def test_inference_3d_two_processes_write_the_files_of_one(data_root, tmp_path):
+    """``inference_3d.py`` under torchrun: each case written once (by the rank that scored it), one
+    metrics.csv with the single-process rows in the same order, the same masks."""
+    import numpy as np
+
+    from sam2_train import build_sam2_model
+
+    ckpt = tmp_path / "meta_like.pt"
+    torch.manual_seed(0)
+    torch.save(
+        {"model": build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=None).state_dict()}, ckpt
+    )
+    args = [
+        "inference_3d.py",
+        f"checkpoint={ckpt}",
+        "model=sam2.1_hiera_t",
+        "model.image_size=64",
+        "dataset=nnunet",
+        f"dataset.root={data_root / 'nnunet'}",
+        "split=train",
+        "trainer.device=cpu",
+        "trainer.progress_bar=false",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([*args, f"output_dir={one}", f"hydra.run.dir={tmp_path / 'h1'}"])
+    _run(
+        ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+        + [*args, f"output_dir={two}", f"hydra.run.dir={tmp_path / 'h2'}"]
+    )
+    files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two).as_posix() for p in two.rglob("*") if p.is_file())
+    masks = [f for f in files if f.endswith(".npy")]
+    assert len(masks) >= 3
+    for f in masks:
+        assert np.array_equal(np.load(one / f), np.load(two / f)), f
+    assert (two / "metrics.csv").read_text() == (one / "metrics.csv").read_text()
+    log = (tmp_path / "h2" / "inference_3d.log").read_text()
+    n = len(masks)
+    assert f"evaluation shard 0/2: {(n + 1) // 2} of {n} cases" in log  # each case segmented once
+    assert f"evaluation shard 1/2: {n // 2} of {n} cases" in log
