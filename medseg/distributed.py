@@ -84,10 +84,12 @@ class TrainStep(torch.nn.Module):
 def unused_trainable(step: TrainStep, batch, device: torch.device) -> list[str]:
     """Names of trainable parameters that the autograd graph of one step does not reach.
 
-    Runs one forward of ``batch`` (no backward) with the RNG and the task's state restored afterwards.
+    Runs one forward of ``batch`` (no backward) with the RNG, the model's buffers (BatchNorm statistics
+    of the baselines) and the task's state restored afterwards.
     """
     task = step.task
     saved = copy.deepcopy(task.state_dict()) if hasattr(task, "state_dict") else None
+    buffers = [(b, b.detach().clone()) for b in step.model.buffers()]
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         loss = step(batch)["loss"]
     reached, seen, stack = set(), set(), [loss.grad_fn]
@@ -101,6 +103,9 @@ def unused_trainable(step: TrainStep, batch, device: torch.device) -> list[str]:
             reached.add(id(var))
         stack.extend(f for f, _ in fn.next_functions)
     del loss
+    with torch.no_grad():
+        for b, before in buffers:
+            b.copy_(before)
     if saved is not None:
         task.load_state_dict(saved)
     return [n for n, p in step.model.named_parameters() if p.requires_grad and id(p) not in reached]

@@ -157,6 +157,38 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
     assert torch.equal(a["unused.weight"], init["unused.weight"])
 
 
+def test_unused_parameter_probe_names_them_and_leaves_no_trace():
+    """find_unused_parameters=auto's probe names the trainable parameters the step never reaches (not the
+    frozen ones) and leaves the RNG, BatchNorm statistics and the task's state as they were."""
+    from medseg.distributed import TrainStep, unused_trainable
+
+    net = torch.nn.ModuleDict(
+        {"conv": torch.nn.Conv2d(1, 2, 3), "bn": torch.nn.BatchNorm2d(2), "unused": torch.nn.Linear(2, 1)}
+    )
+    net["frozen"] = torch.nn.Linear(2, 1).requires_grad_(False)
+
+    class Task:
+        calls = 0
+
+        def training_step(self, model, batch):
+            self.calls += 1
+            noise = torch.rand(1)  # the step draws random numbers
+            return {"loss": (model["bn"](model["conv"](batch)) * noise).mean()}
+
+        def state_dict(self):
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state):
+            self.calls = state["calls"]
+
+    task, batch = Task(), torch.randn(2, 1, 6, 6)
+    mean, rng = net["bn"].running_mean.clone(), torch.get_rng_state()
+    names = unused_trainable(TrainStep(net, task), batch, torch.device("cpu"))
+    assert names == ["unused.weight", "unused.bias"]
+    assert torch.equal(net["bn"].running_mean, mean) and int(net["bn"].num_batches_tracked) == 0
+    assert torch.equal(torch.get_rng_state(), rng) and task.calls == 0
+
+
 def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """SLURM may signal one task first: both processes stop after step 3, one checkpoint at batch 3."""
     _spawn(tmp_path / "run", trainer={"limit_train_batches": 8, "batch_size": 1}, kill_rank=1, kill_at=3)
