@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 import sam2_train  # noqa: F401  (imports sam2 and clears the Hydra state it leaves behind)
 from func_3d.inference import run_inference
-from medseg.cli import user_errors_as_one_line
+from medseg.run.cli import user_errors_as_one_line
 
 
 @hydra.main(config_path="conf", config_name="inference_3d", version_base="1.3")

@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 import sam2_train  # noqa: F401  (imports sam2 and clears the Hydra state it leaves behind)
-from medseg.app import run
-from medseg.cli import user_errors_as_one_line
+from medseg.run.app import run
+from medseg.run.cli import user_errors_as_one_line
 
 
 @hydra.main(config_path="conf", config_name="train_3d", version_base="1.3")

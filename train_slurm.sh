@@ -77,7 +77,7 @@ else
   py="$repo/.venv/bin/python"
   [ -x "$py" ] || { echo "error: $py not found: run 'make venv' or set CONTAINER=image.sif" >&2; exit 1; }
 fi
-# rank, local rank and world size come from SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS (medseg/distributed.py)
+# rank, local rank and world size come from SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS (medseg/train/distributed.py)
 export MASTER_ADDR="${MASTER_ADDR:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" 2>/dev/null | head -n 1 || echo localhost)}"
 export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"
 entry="${ENTRY:-train_2d.py}"

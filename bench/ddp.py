@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
     from bench import run as bench_run
     from bench.run import base_overrides, compose, make_2d_batch
     from func_2d.task import SAM2ImageTask
-    from medseg.distributed import wrap_for_training
+    from medseg.train.distributed import wrap_for_training
     from sam2_train import build_sam2_model
 
     bench_run._lazy_imports()  # bench/run.py's helpers import torch lazily

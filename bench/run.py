@@ -193,7 +193,7 @@ def mark(key: str, t0: float) -> None:
 
 
 def opt_step(model, opt):
-    """The optimizer side of the engine's step (medseg/engine.py _optimizer_step), shared by ours and bare."""
+    """The optimizer side of the engine's step (medseg/train/engine.py _optimizer_step), shared by ours and bare."""
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -244,7 +244,7 @@ def repo_profile(fn, n_rows: int = 16) -> list[dict]:
 
 # ====================================================================== 2D train step
 def make_2d_batch(S: int, B: int = 2):
-    from medseg.batch import ImageBatch
+    from medseg.data.batch import ImageBatch
 
     imgs, masks = [], []
     for b in range(B):
@@ -268,7 +268,7 @@ def make_2d_batch(S: int, B: int = 2):
 
 
 def engine_step(task, model, opt, device):
-    """One step as medseg/engine.py runs it: ``task.training_step`` + backward + the optimizer step
+    """One step as medseg/train/engine.py runs it: ``task.training_step`` + backward + the optimizer step
     (precision: whatever ``timed()`` sets, the same for ours and bare)."""
 
     def step(batch):
@@ -283,9 +283,9 @@ def engine_step(task, model, opt, device):
 
 
 def ours_2d(cfg, model, device):
-    """Our full 2D step as medseg/engine.py runs it: SAM2ImageTask.training_step + backward + optimizer step."""
+    """Our full 2D step as medseg/train/engine.py runs it: SAM2ImageTask.training_step + backward + optimizer step."""
     from func_2d.task import SAM2ImageTask
-    from medseg.optim import build_optimizer
+    from medseg.train.optim import build_optimizer
 
     task = SAM2ImageTask(cfg, SimpleNamespace(train_samples=None, collate=None))
     opt = build_optimizer(cfg.optim, model)
@@ -393,7 +393,7 @@ def make_clip(S: int, T: int = 8, O: int = 2, seed: int = 3):
 
 def ours_3d(cfg, model, device, *, batch_clips: bool = True, checkpointing: bool = False):
     from func_3d.task import SAM2VideoTask
-    from medseg.optim import build_optimizer
+    from medseg.train.optim import build_optimizer
 
     task = SAM2VideoTask(cfg, SimpleNamespace(train_cases=None, train_transform=None))
     task.batch_clips, task.checkpointing = batch_clips, checkpointing
@@ -610,8 +610,8 @@ def bench_mfu_2d(variant: str, S: int, device, warmup: int, repeats: int, peak_f
 
 # ====================================================================== inference vs Meta's predictor
 def ct_case(T: int, S: int, n_organs: int, seed: int = 0):
-    """Synthetic CT (medseg.synthetic.ct_volume) at S px: normalised frames [T,3,S,S] and the label [T,S,S]."""
-    from medseg.synthetic import ct_volume
+    """Synthetic CT (medseg.data.synthetic.ct_volume) at S px: normalised frames [T,3,S,S] and the label [T,S,S]."""
+    from medseg.data.synthetic import ct_volume
 
     hu, lab = ct_volume(np.random.default_rng(seed), T, S, n_organs)
     u8 = np.clip((hu.astype(np.float32) + 160) / 400, 0, 1)
@@ -792,8 +792,8 @@ def run_child(spec: dict, timeout: float = 600) -> dict:
 # ====================================================================== data loading
 def bench_loader(S: int, device, repeats: int, step_2d_s: float | None, step_3d_s: float | None) -> dict:
     from func_3d.task import ClipSamples, collate_clips
-    from medseg import synthetic
-    from medseg.context import prepare_data
+    from medseg.data import synthetic
+    from medseg.run.context import prepare_data
 
     out = {"image_size": S}
     with tempfile.TemporaryDirectory() as tmp:
@@ -856,10 +856,10 @@ def bench_loader(S: int, device, repeats: int, step_2d_s: float | None, step_3d_
 
 
 def bench_preflight(tmp: Path, ov: list[str]) -> dict:
-    """Training's pre-flight (every case checked, medseg.verify.preflight) on the 3D set: first run (reads
+    """Training's pre-flight (every case checked, medseg.data.verify.preflight) on the 3D set: first run (reads
     and caches every volume) and second run (remembered verdicts), per case."""
-    from medseg.datasets import build_dataset
-    from medseg.verify import preflight
+    from medseg.data.datasets import build_dataset
+    from medseg.data.verify import preflight
 
     cache = tmp / "preflight_cache"
     cfg = compose("train_3d", ov + [f"dataset.root={tmp / 'nnunet'}", f"data_cache.dir={cache}"], tmp / "pf")
@@ -1027,7 +1027,7 @@ def render(r: dict) -> str:
         "- 3D ours: `SAM2VideoTask.training_step` (`propagate(train=True)`, loss on every frame's 3 decoder "
         "candidates); bare: `forward_image` on all frames, then `SAM2Base.track_step` frame by frame with the box "
         "on frame 0 as conditioning frame, plain focal+dice on every frame.",
-        "- Both sides do `clip_grad_norm_(1.0)` + AdamW step + `zero_grad` (what `medseg/engine.py` does). "
+        "- Both sides do `clip_grad_norm_(1.0)` + AdamW step + `zero_grad` (what `medseg/train/engine.py` does). "
         "*fwd+bwd only* times the part before the optimizer step inside the same repeats. *Ratio of minima* "
         "is the least noise-sensitive figure when the CPU is shared; the pass/fail column uses the ratio of "
         "medians. *load avg* is the machine's 1-minute load average when the section finished (2 CPUs here: "
@@ -1069,7 +1069,7 @@ def render(r: dict) -> str:
     L += [
         "## 3D inference: `segment_volume` vs Meta's `SAM2VideoPredictor`",
         "",
-        "Same synthetic CT volume (`medseg.synthetic.ct_volume`), same box per organ on its key slice (largest "
+        "Same synthetic CT volume (`medseg.data.synthetic.ct_volume`), same box per organ on its key slice (largest "
         "area), same random weights (mask decoder scaled up so masks are non-trivial), same normalised frames "
         '(the predictor\'s `inference_state["images"]` replaced). Both propagate forward then backward from the '
         "first prompted slice. Ours batches all organs and encodes every slice once; the predictor tracks organs one "
@@ -1301,7 +1301,7 @@ def render(r: dict) -> str:
         if ld.get("preflight_first_case_s") is not None:
             share = ld["preflight_again_case_s"] / ld["step_3d_s"] if ld.get("step_3d_s") else None
             L += [
-                f"Pre-flight (every case checked before step 1, `medseg.verify.preflight`, "
+                f"Pre-flight (every case checked before step 1, `medseg.data.verify.preflight`, "
                 f"{ld['preflight_cases']} volumes): {_f(ld['preflight_first_case_s'], 4)} s per case on the "
                 f"first run (reads and caches the volume), {_f(ld['preflight_again_case_s'], 5)} s per case "
                 f"once verdicts are remembered"
@@ -1309,8 +1309,8 @@ def render(r: dict) -> str:
                 "",
             ]
         L += [
-            f"Data written by `medseg.synthetic.write_kvasir` / `write_nnunet`, loaded through "
-            f"`medseg.context.prepare_data` (the training path). Steps are the ones measured above at the same "
+            f"Data written by `medseg.data.synthetic.write_kvasir` / `write_nnunet`, loaded through "
+            f"`medseg.run.context.prepare_data` (the training path). Steps are the ones measured above at the same "
             f"size. {ld['notes']}.",
             "",
         ]

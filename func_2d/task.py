@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 
 from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, image_keys
 from func_2d.sam2_image import decode_objects, encode_images, upsample
-from medseg.batch import ImageBatch
-from medseg.context import RunContext
-from medseg.evaluation import EvalProtocol, evaluate_2d
+from medseg.data.batch import ImageBatch
+from medseg.run.context import RunContext
+from medseg.eval.evaluation import EvalProtocol, evaluate_2d
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Outputs in ``output_dir``:
 
 - ``<case>.npy``: integer labels (D, H, W) = (slice, row, column) for every layout, slices in the
-  input's order: the array :mod:`medseg.io` reads (NIfTI: nibabel's data ``.transpose(2, 1, 0)``, so
+  input's order: the array :mod:`medseg.data.io` reads (NIfTI: nibabel's data ``.transpose(2, 1, 0)``, so
   index [k, j, i]; ITK/DICOM: SimpleITK's ``GetArrayFromImage``; BTCV: slice files by integer k; npz:
   the stored order).
 - ``<case>.nii.gz`` beside it when the input has an image header (NIfTI, ITK ``.mha``/``.nrrd``, DICOM):
@@ -28,15 +28,15 @@ from omegaconf import DictConfig
 
 from func_3d.task import refuse_automatic_3d, volume_pictures, volume_prompts
 from func_3d.volume import VolumePrompts, segment_volume
-from medseg.datasets import build_dataset
+from medseg.data.datasets import build_dataset
 from medseg.errors import DataError
-from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
-from medseg.io import write_like
-from medseg.runtime import init_distributed, pick_device, seed_everything
-from medseg.splits import resolve_splits
-from medseg.tables import write_csv
-from medseg.transforms import build_transform
-from medseg.viz import save_png
+from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
+from medseg.data.io import write_like
+from medseg.train.runtime import init_distributed, pick_device, seed_everything
+from medseg.data.splits import resolve_splits
+from medseg.eval.tables import write_csv
+from medseg.data.transforms import build_transform
+from medseg.eval.viz import save_png
 from sam2_train.build import build_sam2_model
 from sam2_train.checkpoint import CheckpointError, guess_variant, read_checkpoint, state_dict_of
 
@@ -174,7 +174,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     Under torchrun / srun / submitit the cases are shared out over the processes (each case written once,
     by the rank that segmented it) and rank 0 writes the one ``metrics.csv`` in the single-process order.
     """
-    from medseg.distributed import export_cluster_env
+    from medseg.train.distributed import export_cluster_env
 
     seed_everything(int(cfg.seed))
     export_cluster_env()
@@ -201,7 +201,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             f"{cfg.prompts_file}: prompts_file names no case of split {split!r} "
             f"(it names {sorted(file_prompts)[:3]}; the split has {sorted(ids)[:3]}...)"
         )
-    from medseg.rundir import check_output_folder
+    from medseg.run.rundir import check_output_folder
 
     check_output_folder(out_dir, overwrite=bool(cfg.overwrite))  # earlier outputs, metrics.csv included
     if not cfg.overwrite:
@@ -303,7 +303,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
 
 def write_inference_summary(out_dir: Path, cfg, model, protocol, summary: dict, split: str, n: int) -> None:
     """``run_summary.json`` of an inference run: weights (path, sha256), protocol, split, mean scores."""
-    from medseg.runtime import atomic_write_text
+    from medseg.train.runtime import atomic_write_text
 
     info = {
         "task": "inference_3d",

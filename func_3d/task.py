@@ -14,12 +14,12 @@ from hydra.utils import instantiate
 
 from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
-from medseg.batch import to_device
-from medseg.context import seed_augment
-from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
-from medseg.prompts import PromptConfig, prompts_3d
-from medseg.transforms import volume_window
-from medseg.viz import panel_grid, save_png
+from medseg.data.batch import to_device
+from medseg.run.context import seed_augment
+from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
+from medseg.data.prompts import PromptConfig, prompts_3d
+from medseg.data.transforms import volume_window
+from medseg.eval.viz import panel_grid, save_png
 
 
 @dataclass
@@ -190,7 +190,7 @@ def refuse_automatic_3d(prompt_cfg) -> None:
 
 @torch.no_grad()
 def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, protocol=None):
-    """Whole-volume validation under the evaluation protocol (:mod:`medseg.evaluation`): per case x organ
+    """Whole-volume validation under the evaluation protocol (:mod:`medseg.eval.evaluation`): per case x organ
     volumetric Dice, IoU and HD95 on the input grid."""
     cfg = ctx.cfg
     cases = ctx.val_cases if cases is None else cases
@@ -255,7 +255,7 @@ def volume_pictures(
     """image | reference | prediction | prompt on the key slices (or evenly spaced slices without
     labels), at the slice's own resolution, with a legend of organ colours (``names`` {id: name},
     else the case's ``label_names``, else the ids)."""
-    from medseg.transforms import apply_intensity
+    from medseg.data.transforms import apply_intensity
 
     names = names or {int(k): str(v) for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
     ids = np.unique(pred)

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from func_3d.prompts import FramePrompts
 from func_3d.propagate import propagate, propagate_one_by_one
-from medseg.prompts import PromptConfig, prompts_3d
+from medseg.data.prompts import PromptConfig, prompts_3d
 
 
 @dataclass
 class VolumePrompts:
     """Prompts of one volume in model-input pixels: ``{object index: {slice: prompt dict}}`` with
-    prompt dicts as :func:`medseg.prompts.object_prompt` makes them (``box``, ``points``,
+    prompt dicts as :func:`medseg.data.prompts.object_prompt` makes them (``box``, ``points``,
     ``point_labels``, ``mask_prompt``, ``empty``), plus the label id of each object index."""
 
     per_object: dict[int, dict[int, dict]]

@@ -92,14 +92,14 @@ def build_sam2_model(
         checkpoint: Meta ``.pt`` (``{"model": state_dict}``) or one of our training checkpoints; ``"auto"``
             = ``default_checkpoint`` (error naming it and ``download_hint`` when missing); None = random
             init (logged as a WARNING). The result is recorded as ``model.weights_info``
-            (:func:`medseg.weights.weights_record`).
+            (:func:`medseg.train.weights.weights_record`).
         default_checkpoint: the published file of this variant (``model.default_checkpoint``).
         download_hint: the command that fetches ``default_checkpoint``.
         target: ``base`` (``SAM2Base``, for training) or ``video_predictor`` (Meta's predictor class).
         extra: dotted-key overrides of the model node (e.g. ``{"num_maskmem": 5}``).
         trainable: preset or name patterns of the parts that train (see :mod:`sam2_train.trainable`).
     """
-    from medseg.weights import resolve_checkpoint, weights_record
+    from medseg.train.weights import resolve_checkpoint, weights_record
 
     path = resolve_checkpoint(
         checkpoint, default=default_checkpoint, hint=download_hint, what=f"SAM2 {variant}"

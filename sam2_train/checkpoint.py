@@ -48,7 +48,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
-    from medseg.pickle_guard import UnsafeFileError, sniff_torch_file
+    from medseg.train.pickle_guard import UnsafeFileError, sniff_torch_file
 
     try:
         sniff_torch_file(path)

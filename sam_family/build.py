@@ -131,7 +131,7 @@ def build_sam_model(
         trainable: a preset of :data:`sam_family.model.PRESETS` or a list of name patterns.
         normalize: the model's input normalisation (:mod:`sam_family.preprocess`).
     """
-    from medseg.weights import resolve_checkpoint, weights_record
+    from medseg.train.weights import resolve_checkpoint, weights_record
     from sam_family.checkpoint import load_sam_weights
 
     path = resolve_checkpoint(

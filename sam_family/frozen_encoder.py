@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.weights import AUTO, is_unset, resolve_checkpoint, weights_record
+from medseg.train.weights import AUTO, is_unset, resolve_checkpoint, weights_record
 from traditional_models import SemanticSegmenter
 from traditional_models.resnet50_frozen_decoder import ResNet50FrozenDecoder, simple_decoder
 

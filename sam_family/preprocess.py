@@ -1,6 +1,6 @@
 """How an image reaches a SAM-family image encoder: the model's own normalisation, chosen by config.
 
-The data layer hands every model ImageNet-normalised images (``medseg.transforms``); the geometry
+The data layer hands every model ImageNet-normalised images (``medseg.data.transforms``); the geometry
 (``model.preprocess.resize``: ``longest_side`` + zero padding for SAM, ``square`` for MedSAM) is applied
 there, because labels and prompts must follow it. What differs per model is only the intensity mapping,
 done here as a module inside the model (``model.preprocess.normalize``, a ``_target_``):
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+from medseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _FromImageNet(nn.Module):

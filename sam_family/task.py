@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from func_2d.sam2_image import upsample
 from func_2d.task import SAM2ImageTask
-from medseg.batch import ImageBatch
-from medseg.context import RunContext
+from medseg.data.batch import ImageBatch
+from medseg.run.context import RunContext
 
 
 class SamImageTask(SAM2ImageTask):

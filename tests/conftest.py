@@ -54,7 +54,7 @@ def compose_cfg(root: str, overrides: list[str], out_dir: Path):
 
 def run_entry(root: str, overrides: list[str], out_dir: Path, *, small: bool = True):
     """Run an entry point in-process (same code as ``python train_2d.py ...``); returns (cfg, result)."""
-    from medseg.app import run
+    from medseg.run.app import run
 
     cfg = compose_cfg(root, (SMALL if small else []) + overrides, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def checkpoint_weights(path: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     root = tmp_path_factory.mktemp("data")
     synthetic.write_kvasir(root / "kvasir", n=8, size=72)

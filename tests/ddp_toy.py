@@ -1,5 +1,5 @@
 """A toy task for the engine's distributed and pre-emption tests: light to import (spawned workers
-load only this, torch and medseg.engine), exact in fp32, with a trainable parameter the step never uses."""
+load only this, torch and medseg.train.engine), exact in fp32, with a trainable parameter the step never uses."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def toy_cfg(**trainer):
 
 def run_toy(out: Path, task: ToyTask | None = None, dist_info=None, **trainer):
     """Fit ToyNet (seed 0) under ``trainer`` overrides; returns the engine."""
-    from medseg.engine import Engine
+    from medseg.train.engine import Engine
 
     torch.manual_seed(0)
     eng = Engine(
@@ -122,8 +122,8 @@ def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill
     test checks; a RunInterrupted stop is recorded, not raised."""
     import torch.distributed as dist
 
-    from medseg.preemption import RunInterrupted
-    from medseg.runtime import init_distributed
+    from medseg.train.preemption import RunInterrupted
+    from medseg.train.runtime import init_distributed
 
     os.environ.update(
         RANK=str(rank),
@@ -169,8 +169,8 @@ def toy_cases(n: int = 7):
 
 def evaluate_toy(shard=None):
     """run_evaluation over :func:`toy_cases` (a case of ``None`` = skipped, as a missing prompt is)."""
-    from medseg.evaluation import CaseResult, EvalProtocol, run_evaluation
-    from medseg.prompts import PromptConfig
+    from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
+    from medseg.data.prompts import PromptConfig
 
     cases = toy_cases()
     protocol = EvalProtocol(prompt=PromptConfig(type="box"))

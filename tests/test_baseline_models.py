@@ -11,7 +11,7 @@ import torchvision
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from medseg.losses import DiceBCELoss
+from medseg.train.losses import DiceBCELoss
 from traditional_models.resnet50_frozen_decoder import ResNet50FrozenDecoder
 from traditional_models.resnet_box_prompt import ResNetBoxPrompt, rasterize_boxes
 from traditional_models.unet import UNet

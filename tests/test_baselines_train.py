@@ -53,7 +53,7 @@ def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
     import subprocess
     import sys
 
-    from medseg import synthetic
+    from medseg.data import synthetic
     from tests.conftest import ROOT
 
     root = synthetic.write_kvasir(tmp_path / "kv", n=10, size=64)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg import synthetic as S
-from medseg.datasets import (
+from medseg.data import synthetic as S
+from medseg.data.datasets import (
     BTCVDataset,
     Folder2DDataset,
     KvasirDataset,
@@ -20,10 +20,10 @@ from medseg.datasets import (
     RefugeDataset,
 )
 from medseg.errors import DataError
-from medseg.io import read_image, read_label
-from medseg.splits import resolve_splits
-from medseg.transforms import build_transform
-from medseg.verify import verify_dataset
+from medseg.data.io import read_image, read_label
+from medseg.data.splits import resolve_splits
+from medseg.data.transforms import build_transform
+from medseg.data.verify import verify_dataset
 from tests.data_helpers import quirky_affine, quirky_nnunet, refuge_case, save_nifti
 
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from medseg import synthetic
-from medseg.datasets import build_dataset
+from medseg.data import synthetic
+from medseg.data.datasets import build_dataset
 from medseg.errors import DataError
 
 
@@ -17,7 +17,7 @@ def _dataset(root, **kw):
     from omegaconf import OmegaConf
 
     return build_dataset(
-        OmegaConf.create({"_target_": "medseg.datasets.NnUNetDataset", "root": str(root), **kw})
+        OmegaConf.create({"_target_": "medseg.data.datasets.NnUNetDataset", "root": str(root), **kw})
     )
 
 

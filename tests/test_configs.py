@@ -82,7 +82,7 @@ def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path)
         ds = instantiate(cfg.dataset, root=str(data_root / DATA_FOR[name]), **extra)
         assert len(ds.case_ids) > 0
     elif group == "prompt":
-        from medseg.prompts import PromptConfig
+        from medseg.data.prompts import PromptConfig
 
         assert PromptConfig.from_cfg(cfg.prompt).type == name
     elif group == "loss":
@@ -90,7 +90,7 @@ def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path)
         out = loss(torch.randn(2, 1, 8, 8), torch.rand(2, 8, 8) > 0.5)
         assert torch.isfinite(out["loss"])
     elif group in ("optim", "scheduler"):
-        from medseg.optim import build_optimizer, build_scheduler
+        from medseg.train.optim import build_optimizer, build_scheduler
 
         lin = torch.nn.Linear(3, 2)
         opt = build_optimizer(cfg.optim, lin)
@@ -104,7 +104,7 @@ def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path)
         if name != "local":  # requeued / restarted jobs continue from their run folder's checkpoint_last.pth
             assert cfg.trainer.resume == "auto"
     elif group == "logger":
-        from medseg.loggers import build_loggers
+        from medseg.train.loggers import build_loggers
 
         if name in ("wandb", "mlflow"):
             pytest.importorskip(name, reason=f"{name} is not installed (extra: loggers)")
@@ -226,7 +226,7 @@ def test_entry_point_returns_monitored_metric_for_sweepers(data_root, tmp_path):
 
 @pytest.mark.parametrize("root,mode", [("train_3d", "3d"), ("train_2d", "2d")])
 def test_high_memory_batch_follows_hiera_size_and_image_size(root, mode, tmp_path):
-    from medseg.runtime import resolve_batch_size
+    from medseg.train.runtime import resolve_batch_size
 
     def batch(*overrides):
         return resolve_batch_size(compose_cfg(root, ["trainer=high_memory", *overrides], tmp_path), mode)
@@ -250,7 +250,7 @@ def test_high_memory_batch_follows_hiera_size_and_image_size(root, mode, tmp_pat
 
 @pytest.mark.parametrize("bad", ["0", "many"])
 def test_bad_batch_size_is_one_clear_error(bad, tmp_path):
-    from medseg.runtime import resolve_batch_size
+    from medseg.train.runtime import resolve_batch_size
 
     cfg = compose_cfg("train_3d", [f"trainer.batch_size={bad}"], tmp_path)
     with pytest.raises(ValueError, match=r"trainer.batch_size: expected a positive integer or auto"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg import synthetic as S
-from medseg.datasets import (
+from medseg.data import synthetic as S
+from medseg.data.datasets import (
     BTCVDataset,
     Folder2DDataset,
     KvasirDataset,
@@ -18,7 +18,7 @@ from medseg.datasets import (
     RefugeDataset,
     Slices2D,
 )
-from medseg.splits import resolve_splits
+from medseg.data.splits import resolve_splits
 from tests.data_helpers import ROOT, quirky_affine, quirky_nnunet, refuge_case
 
 
@@ -180,7 +180,7 @@ def test_dataset_configs_instantiate(tmp_path, name):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from medseg.transforms import parse_intensity
+    from medseg.data.transforms import parse_intensity
 
     writers = {
         "nnunet": lambda r: S.write_nnunet(r, 2, 4, 16, 2),
@@ -197,7 +197,7 @@ def test_dataset_configs_instantiate(tmp_path, name):
         cfg = compose(config_name="verify_dataset", overrides=[f"dataset={name}", f"dataset.root={tmp_path}"])
     writer = writers.get(name)
     if writer is None:  # derived configs (e.g. flare22_adrenal) point at an nnunet tree with those ids
-        assert cfg.dataset._target_ == "medseg.datasets.NnUNetDataset"
+        assert cfg.dataset._target_ == "medseg.data.datasets.NnUNetDataset"
         S.write_nnunet(tmp_path, 1, 4, 16, n_organs=max(max(cfg.dataset.labels), 1), n_test=0)
     else:
         writer(tmp_path)

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 import torch
 
-from medseg.distributed import export_cluster_env, first_host
-from medseg.preemption import RunInterrupted
-from medseg.tables import read_csv
+from medseg.train.distributed import export_cluster_env, first_host
+from medseg.train.preemption import RunInterrupted
+from medseg.eval.tables import read_csv
 from tests.ddp_toy import ROOT, ToyTask, run_toy, spawn_worker
 
 TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
@@ -75,8 +75,8 @@ def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypa
     """Only rank 0 checks and locks the run folder, also under submitit / srun (where RANK is not set yet);
     ``trainer.resume=auto`` continues a folder with results; a SLURM job requeued onto another host takes
     over the lock its earlier start left (same job id), another job's lock stays live."""
-    from medseg.distributed import launcher_rank
-    from medseg.rundir import _is_main_process, check_run_folder, lock_is_live
+    from medseg.train.distributed import launcher_rank
+    from medseg.run.rundir import _is_main_process, check_run_folder, lock_is_live
 
     for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID", "SLURM_JOB_ID"):
         monkeypatch.delenv(key, raising=False)
@@ -160,7 +160,7 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
 def test_unused_parameter_probe_names_them_and_leaves_no_trace():
     """find_unused_parameters=auto's probe names the trainable parameters the step never reaches (not the
     frozen ones) and leaves the RNG, BatchNorm statistics and the task's state as they were."""
-    from medseg.distributed import TrainStep, unused_trainable
+    from medseg.train.distributed import TrainStep, unused_trainable
 
     net = torch.nn.ModuleDict(
         {"conv": torch.nn.Conv2d(1, 2, 3), "bn": torch.nn.BatchNorm2d(2), "unused": torch.nn.Linear(2, 1)}
@@ -289,7 +289,7 @@ def test_submitit_requeue_protocol_is_called_after_the_checkpoint(tmp_path, monk
 def test_bad_distributed_options_are_one_clear_error(key, value):
     from omegaconf import OmegaConf
 
-    from medseg.config_check import validate_config
+    from medseg.run.config_check import validate_config
 
     cfg = OmegaConf.create({"trainer": {"ddp": {}}})
     OmegaConf.update(cfg, key, value)

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from medseg.preemption import RunInterrupted
-from medseg.tables import read_csv
+from medseg.train.preemption import RunInterrupted
+from medseg.eval.tables import read_csv
 from tests.conftest import ROOT, run_entry
 
 TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
@@ -129,7 +129,7 @@ def test_sam2_2d_sigterm_mid_epoch_resume_is_exact(tmp_path, monkeypatch):
     line; resuming in place ends with the uninterrupted weights (max abs diff <= 1e-6) and metrics.csv /
     val_cases.csv equal the uninterrupted run's (epoch 1's rows kept, none twice)."""
     from func_2d.task import SAM2ImageTask
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     data = synthetic.write_kvasir(tmp_path / "kvasir", n=12, size=64)
     args = [

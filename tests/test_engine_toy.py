@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medseg.engine import Engine, TrainingError
-from medseg.runtime import DistInfo
-from medseg.tables import read_csv
+from medseg.train.engine import Engine, TrainingError
+from medseg.train.runtime import DistInfo
+from medseg.eval.tables import read_csv
 
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5, 1.0]])
 
@@ -95,7 +95,7 @@ def toy_cfg(**trainer) -> OmegaConf:
             "seed": 5,
             "trainer": t,
             "optim": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "param_groups": []},
-            "scheduler": {"_target_": "medseg.optim.warmup_constant", "_partial_": True, "warmup_steps": 0},
+            "scheduler": {"_target_": "medseg.train.optim.warmup_constant", "_partial_": True, "warmup_steps": 0},
             "logger": {"log_images": False},
             "model": {"name": "toy"},
             "vis": False,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.tables import read_csv
+from medseg.eval.tables import read_csv
 from tests.conftest import SMALL, compose_cfg, run_entry
 
 SMALL_NO_CKPT = [o for o in SMALL if not o.startswith(("model.checkpoint=", "sam2_checkpoint="))]
@@ -62,10 +62,10 @@ def test_evaluation_does_not_depend_on_the_seed(prompt, data_root, random_t64, t
 
 
 def test_eval_boxes_are_tight_and_training_boxes_jitter(data_root, tmp_path):
-    from medseg.evaluation import EvalProtocol, eval_batch_2d
+    from medseg.eval.evaluation import EvalProtocol, eval_batch_2d
 
     cfg = compose_cfg("train_2d", [*SMALL, f"dataset.root={data_root / 'kvasir'}"], tmp_path)
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
 
     ctx = prepare_data(cfg, tmp_path, mode="2d")
     s = ctx.val_samples.get(0)
@@ -115,7 +115,7 @@ def test_auto_checkpoint_found_and_recorded(data_root, random_t64, tmp_path):
         small=False,
     )
     w = json.loads((out / "run_summary.json").read_text())["weights"]
-    from medseg.weights import sha256_file
+    from medseg.train.weights import sha256_file
 
     assert w["source"] == str(random_t64.resolve()) and w["sha256"] == sha256_file(random_t64)
 
@@ -192,9 +192,9 @@ def test_resnet50_encoder_without_weights_says_random(data_root, tmp_path, caplo
 # ---------------------------------------------------------------------- automatic mode
 def test_automatic_mode_separates_classes_and_predicts_declared_ones(data_root, tmp_path):
     """Defect 6: one object per class *present in the reference*, all fed identical inputs."""
-    from medseg.app import build_model
-    from medseg.context import prepare_data
-    from medseg.evaluation import EvalProtocol, eval_batch_2d
+    from medseg.run.app import build_model
+    from medseg.run.context import prepare_data
+    from medseg.eval.evaluation import EvalProtocol, eval_batch_2d
 
     over = [
         *SMALL,
@@ -223,7 +223,7 @@ def test_automatic_mode_separates_classes_and_predicts_declared_ones(data_root, 
 
 def test_automatic_mode_trains_iou_head_with_dice_bce():
     """Defect 6: with loss=dice_bce/dice_ce the IoU head was never trained (multimask picks by it)."""
-    from medseg.losses import DiceBCELoss, DiceCELoss
+    from medseg.train.losses import DiceBCELoss, DiceCELoss
 
     torch.manual_seed(0)
     for loss in (DiceBCELoss(), DiceCELoss()):

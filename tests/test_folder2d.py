@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg import synthetic as S
-from medseg.datasets import Folder2DDataset
+from medseg.data import synthetic as S
+from medseg.data.datasets import Folder2DDataset
 from medseg.errors import DataError
-from medseg.io import read_label
-from medseg.tables import read_csv
+from medseg.data.io import read_label
+from medseg.eval.tables import read_csv
 from tests.conftest import run_entry
 
 BINARY_STYLES = ("L01", "RGB", "RGBA", "I16", "jpeg")
@@ -39,7 +39,7 @@ def test_colour_and_16bit_label_files_read_as_grey(tmp_path):
 
 @pytest.mark.parametrize("style", BINARY_STYLES)
 def test_binary_styles_hold_the_reference_objects(style, reference, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="medseg.datasets.folder2d"):
+    with caplog.at_level(logging.INFO, logger="medseg.data.datasets.folder2d"):
         ds = Folder2DDataset(S.write_folder2d(tmp_path, n=3, size=32, mask_style=style, rgb=True))
     assert ds.label_names == {1: "foreground"}
     decided = [r.getMessage() for r in caplog.records if "mask_mode=auto -> binary" in r.getMessage()]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from medseg.errors import DataError
-from medseg.tables import read_csv as _rows
+from medseg.eval.tables import read_csv as _rows
 from tests.conftest import ROOT, compose_cfg, run_entry
 
 # depth 8, H 40, W 34 (non-square, so a swapped H/W cannot go unnoticed); cases 0-2 labelled, case_003 not
@@ -41,7 +41,7 @@ def _nii(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
     """nnU-Net v2 tree with an oblique, flipped, anisotropic affine and non-square slices."""
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     root = synthetic.write_nnunet(
         tmp_path_factory.mktemp("oblique"),

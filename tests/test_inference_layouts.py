@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medseg import synthetic
-from medseg.tables import read_csv
+from medseg.data import synthetic
+from medseg.eval.tables import read_csv
 from tests.conftest import compose_cfg
 
 D, H, W = 6, 40, 34  # all different, so a swapped axis cannot go unnoticed

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from medseg.errors import DataError
-from medseg.io import Geometry, read_header, read_image, read_label, write_like
+from medseg.data.io import Geometry, read_header, read_image, read_label, write_like
 from tests.data_helpers import quirky_affine, save_nifti
 
 

@@ -47,8 +47,8 @@ def _train_and_val_names(names) -> None:
 
 def test_config_group_selects_several_loggers(tmp_path):
     cfg = compose_cfg("train_2d", ["logger=[tensorboard,csv]"], tmp_path)
-    assert cfg.logger.tensorboard._target_ == "medseg.loggers.TensorBoardLogger"
-    assert cfg.logger.csv._target_ == "medseg.loggers.CSVLogger"
+    assert cfg.logger.tensorboard._target_ == "medseg.train.loggers.TensorBoardLogger"
+    assert cfg.logger.csv._target_ == "medseg.train.loggers.CSVLogger"
     assert "csv" not in compose_cfg("train_2d", [], tmp_path).logger  # tensorboard alone by default
 
 
@@ -99,7 +99,7 @@ def test_mlflow_local_store_has_the_metrics(logged_run):
 @pytest.mark.parametrize("backend", ["wandb", "mlflow"])
 def test_missing_optional_package_is_one_line_naming_the_extra(backend, tmp_path, monkeypatch):
     from medseg.errors import MissingExtraError
-    from medseg.loggers import build_loggers
+    from medseg.train.loggers import build_loggers
 
     monkeypatch.setitem(sys.modules, backend, None)  # import fails as if not installed
     cfg = compose_cfg("train_2d", [f"logger={backend}", f"paths.log_dir={tmp_path}"], tmp_path)
@@ -110,7 +110,7 @@ def test_missing_optional_package_is_one_line_naming_the_extra(backend, tmp_path
 
 
 def test_only_rank_zero_logs(tmp_path):
-    from medseg.loggers import build_loggers
+    from medseg.train.loggers import build_loggers
 
     cfg = compose_cfg("train_2d", ["logger=csv"], tmp_path)
     assert not build_loggers(cfg.logger, tmp_path, is_main=False)

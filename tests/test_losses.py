@@ -1,4 +1,4 @@
-"""medseg.losses: hand-computed values, multimask selection, configs, bad inputs."""
+"""medseg.train.losses: hand-computed values, multimask selection, configs, bad inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from monai.losses import DiceCELoss as MonaiDiceCELoss
 from omegaconf import OmegaConf
 
-from medseg.losses import DiceBCELoss, DiceCELoss, SAM2Loss
+from medseg.train.losses import DiceBCELoss, DiceCELoss, SAM2Loss
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 BIG = 100.0  # sigmoid(100) == 1 in float32: soft Dice equals hard Dice

@@ -1,4 +1,4 @@
-"""medseg.metrics: hand-computed Dice/IoU/HD95, empty rule, spacing, accumulator, CSV."""
+"""medseg.eval.metrics: hand-computed Dice/IoU/HD95, empty rule, spacing, accumulator, CSV."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.metrics import MetricAccumulator, score_case
+from medseg.eval.metrics import MetricAccumulator, score_case
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ def _read(path):
 
 
 def test_write_csv_union_of_columns_and_nan(tmp_path):
-    from medseg.tables import write_csv
+    from medseg.eval.tables import write_csv
 
     path = tmp_path / "sub" / "metrics.csv"
     write_csv(

@@ -237,7 +237,7 @@ def test_one_by_one_mode_is_bit_identical_to_predictor(models, volume, jpeg_dir,
 def ct_case(num_frames: int, size: int, n_organs: int):
     """bench/run.py's inference case: synthetic CT (abdomen window), ImageNet-normalised ``[T, 3, S, S]``,
     and its (T, S, S) label."""
-    from medseg.synthetic import ct_volume
+    from medseg.data.synthetic import ct_volume
 
     hu, lab = ct_volume(np.random.default_rng(0), num_frames, size, n_organs)
     grey = torch.from_numpy(np.clip((hu.astype(np.float32) + 160) / 400, 0, 1))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.figures import LAYOUT_KEY, place_labels, read_panels, short_names
-from medseg.viz import PALETTE, panel_grid, save_png
+from medseg.eval.figures import LAYOUT_KEY, place_labels, read_panels, short_names
+from medseg.eval.viz import PALETTE, panel_grid, save_png
 from tests.conftest import run_entry
 from tests.test_compare import _load_tool, make_run
 
@@ -86,7 +86,7 @@ def test_legend_shows_each_organ_colour():
 
 
 def test_2d_validation_pictures_use_the_image_resolution(tmp_path):
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     synthetic.write_kvasir(tmp_path / "kv", n=4, size=256)
     out = tmp_path / "run"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medseg.batch import ImageBatch, VideoBatch, collate_sam2_2d, collate_video
+from medseg.data.batch import ImageBatch, VideoBatch, collate_sam2_2d, collate_video
 from medseg.errors import DataError
-from medseg.prompts import (
+from medseg.data.prompts import (
     PromptConfig,
     box_from_mask,
     clicks_from_mask,

@@ -21,9 +21,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from medseg import synthetic
-from medseg.cli import user_errors_as_one_line
-from medseg.rundir import LOCK_NAME, RunFolderCallback
+from medseg.data import synthetic
+from medseg.run.cli import user_errors_as_one_line
+from medseg.run.rundir import LOCK_NAME, RunFolderCallback
 from tests.conftest import SMALL, compose_cfg, run_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def test_inference_into_used_output_dir_keeps_its_metrics(tmp_path, nnunet, caps
 
 def test_changed_split_with_existing_splits_json_is_refused(tmp_path, kvasir, capsys):
     """(d) resuming in a folder whose splits.json was drawn with other split settings."""
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
 
     run = tmp_path / "run"
     first = compose_cfg("train_2d", [*SMALL, f"dataset.root={kvasir}"], run)
@@ -277,7 +277,7 @@ def test_text_file_as_checkpoint_is_one_line_naming_it(text, tmp_path, capsys):
 
 # ---------------------------------------------------------------- 3. complete pre-flight
 def _preflight(cfg, tmp_path):
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
 
     return prepare_data(
         cfg, tmp_path / "run", mode="3d" if "nnunet" in str(cfg.dataset.name) else "2d", preflight=True
@@ -338,7 +338,7 @@ def test_npz_without_gts_is_found_before_step_one(tmp_path, capsys):
     with np.load(f) as z:
         np.savez(f, imgs=z["imgs"], spacing=z["spacing"])
     cfg = compose_cfg("train_3d", [*SMALL, "dataset=npz", f"dataset.root={root}"], tmp_path / "run")
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
 
     line = one_line_exit(lambda: prepare_data(cfg, tmp_path / "run", mode="3d", preflight=True), capsys)
     assert str(f) in line and "'gts' missing" in line
@@ -351,7 +351,7 @@ def test_rgba_mask_with_object_in_alpha_is_one_line(tmp_path, capsys):
     rgba[8:20, 8:20, 3] = 255  # the object only in the alpha channel: grey conversion empties it
     Image.fromarray(rgba, "RGBA").save(mask)
     cfg = compose_cfg("train_2d", [*SMALL, "dataset=folder2d", f"dataset.root={root}"], tmp_path / "run")
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
 
     line = one_line_exit(lambda: prepare_data(cfg, tmp_path / "run", mode="2d", preflight=True), capsys)
     assert str(mask) in line
@@ -373,8 +373,8 @@ def test_verify_tool_reports_npz_without_gts_and_2d_nifti(tmp_path):
 
 
 def test_preflight_verdicts_are_remembered(nnunet, tmp_path):
-    from medseg.datasets import NnUNetDataset
-    from medseg.verify import verify_dataset
+    from medseg.data.datasets import NnUNetDataset
+    from medseg.data.verify import verify_dataset
 
     memo = tmp_path / "memo"
     ds = NnUNetDataset(nnunet)
@@ -422,7 +422,7 @@ def test_resume_with_another_image_size_is_refused(kvasir, tmp_path, capsys):
     run_entry("train_2d", [f"dataset.root={kvasir}", "trainer.limit_train_batches=1"], run)
     before = snapshot(run)
     ckpt = run / "checkpoint_last.pth"
-    from medseg.app import run as app_run
+    from medseg.run.app import run as app_run
 
     cfg = compose_cfg(
         "train_2d", [*SMALL, f"dataset.root={kvasir}", f"trainer.resume={ckpt}", "model.image_size=96"], run
@@ -471,7 +471,7 @@ def test_ctrl_c_is_one_line(capsys):
 
 def test_validation_table_covers_every_numeric_option_of_the_roots():
     """Every int/float option of the validated groups in the shipped configs has a rule."""
-    from medseg.config_check import RULES
+    from medseg.run.config_check import RULES
 
     for root in ("train_2d", "train_3d"):
         cfg = compose_cfg(root, [], Path("/tmp/unused"))

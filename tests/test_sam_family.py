@@ -170,7 +170,7 @@ def net_and_predictor():
 
 def _through_transform(img: np.ndarray) -> dict:
     """The image as our data layer delivers it to a SAM model (longest side S, ImageNet-normalised, padded)."""
-    from medseg.transforms import build_transform
+    from medseg.data.transforms import build_transform
 
     case = {"image": img[None].astype(np.float32), "label": None, "case_id": "x", "spacing": (1.0, 1.0, 1.0)}
     return build_transform({"modality": "rgb"}, S, resize="longest_side")(case)
@@ -205,7 +205,7 @@ def test_parity_with_sam_predictor_box_and_clicks(net_and_predictor, shape):
 
 def test_task_forward_equals_predictor_masks(net_and_predictor, tmp_path):
     """The engine's path (SamImageTask.forward on an ImageBatch, several objects) gives the predictor's masks."""
-    from medseg.batch import ImageBatch
+    from medseg.data.batch import ImageBatch
     from sam_family.task import SamImageTask
 
     net, predictor = net_and_predictor
@@ -237,7 +237,7 @@ def test_task_forward_equals_predictor_masks(net_and_predictor, tmp_path):
 
 # ---------------------------------------------------------------------- preprocessing and presets
 def test_normalisers_match_sam_and_medsam_definitions():
-    from medseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from medseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from sam_family.preprocess import MinMax
 
     rgb = torch.rand(2, 3, 8, 8) * 0.5 + 0.2
@@ -256,7 +256,7 @@ def test_normalisers_match_sam_and_medsam_definitions():
 def test_trainable_presets_and_per_group_learning_rates(net_and_predictor):
     from omegaconf import OmegaConf
 
-    from medseg.optim import build_optimizer
+    from medseg.train.optim import build_optimizer
     from sam2_train.trainable import apply_trainable
     from sam_family.model import PRESETS
 

@@ -72,16 +72,16 @@ ARMS = {
     "medsam_finetuned": {
         "train": True,
         "model.trainable": "frozen_prompt_encoder",
-        "loss._target_": "medseg.losses.DiceBCELoss",
+        "loss._target_": "medseg.train.losses.DiceBCELoss",
     },
     "resnet_box_prompt": {"train": True, "model.name": "resnet_box_prompt"},
-    "frozen_sam_vit_b": {"model.encoder": "sam_vit_b", "loss._target_": "medseg.losses.DiceBCELoss"},
+    "frozen_sam_vit_b": {"model.encoder": "sam_vit_b", "loss._target_": "medseg.train.losses.DiceBCELoss"},
     "frozen_resnet50": {"model.encoder": "resnet50"},
     "sam_zero_shot": {"train": False},
     "sam_decoder_only": {
         "train": True,
         "model.trainable": "decoder_only",
-        "loss._target_": "medseg.losses.DiceCELoss",
+        "loss._target_": "medseg.train.losses.DiceCELoss",
     },
 }
 
@@ -184,9 +184,9 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
     only (a prediction that is perfect in the image and positive in the padding scores Dice 1)."""
     from types import SimpleNamespace
 
-    from medseg.context import ImageSamples
-    from medseg.evaluation import evaluate_2d
-    from medseg.transforms import build_transform
+    from medseg.run.context import ImageSamples
+    from medseg.eval.evaluation import evaluate_2d
+    from medseg.data.transforms import build_transform
 
     label = np.zeros((40, 80), np.int64)
     label[10:30, 20:60] = 1
@@ -214,9 +214,9 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
 
 
 def test_max_slices_keeps_the_largest_labelled_slices(tmp_path):
-    from medseg import synthetic
-    from medseg.datasets import NnUNetDataset, Slices2D
-    from medseg.datasets.slices import largest_slices
+    from medseg.data import synthetic
+    from medseg.data.datasets import NnUNetDataset, Slices2D
+    from medseg.data.datasets.slices import largest_slices
 
     root = synthetic.write_nnunet(tmp_path / "nn", n_cases=3, depth=8, size=32, n_organs=2)
     ds = NnUNetDataset(root, max_slices=5)

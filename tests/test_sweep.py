@@ -1,4 +1,4 @@
-"""Sweep job folders (``<job.num>_<short key>``) and the sweep summary (medseg/sweep.py), issue 12 (7)."""
+"""Sweep job folders (``<job.num>_<short key>``) and the sweep summary (medseg/eval/sweep.py), issue 12 (7)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medseg.sweep import MAX_JOB_DIRNAME, SweepSummaryCallback, job_dirname, summarize_sweep
+from medseg.eval.sweep import MAX_JOB_DIRNAME, SweepSummaryCallback, job_dirname, summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,-")

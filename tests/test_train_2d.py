@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from medseg.tables import read_csv as _rows
+from medseg.eval.tables import read_csv as _rows
 from tests.conftest import ROOT, run_entry
 from tests.conftest import checkpoint_weights as _weights
 
@@ -108,7 +108,7 @@ def test_resume_is_exact(data_root, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     from func_2d.task import SAM2ImageTask
-    from medseg.engine import TrainingError
+    from medseg.train.engine import TrainingError
 
     calls = {"n": 0}
     orig = SAM2ImageTask.training_step
@@ -131,13 +131,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monk
 
 
 def test_kill_during_checkpoint_save_leaves_previous_loadable(tmp_path):
-    from medseg.runtime import atomic_torch_save
+    from medseg.train.runtime import atomic_torch_save
 
     path = tmp_path / "checkpoint_last.pth"
     atomic_torch_save({"step": 1, "w": torch.ones(10)}, path)
     code = (
         "import torch, sys\n"
-        "from medseg.runtime import atomic_torch_save\n"
+        "from medseg.train.runtime import atomic_torch_save\n"
         "big = {'step': 2, 'w': torch.randn(40_000_000)}\n"
         "print('ready', flush=True)\n"
         "while True:\n"
@@ -162,7 +162,7 @@ def test_kill_during_checkpoint_save_leaves_previous_loadable(tmp_path):
 
 def test_failed_checkpoint_write_is_one_error_and_keeps_previous(tmp_path, monkeypatch):
     """A full disk inside torch.save: one error naming the file and the free space; the old file stays."""
-    from medseg import runtime
+    from medseg.train import runtime
 
     path = tmp_path / "checkpoint_last.pth"
     runtime.atomic_torch_save({"step": 1}, path)
@@ -198,7 +198,7 @@ def test_zero_shot_evaluation_writes_metrics(data_root, tmp_path):
     assert cases and {"case_id", "class_name", "dice", "iou", "hd95", "status"} <= set(cases[0])
     assert list((out / "vis").rglob("*.png"))
     # scored on the original image grid, not on the 64 px model input
-    from medseg.datasets import KvasirDataset
+    from medseg.data.datasets import KvasirDataset
 
     ds = KvasirDataset(data_root / "kvasir")
     for row in cases:
@@ -287,7 +287,7 @@ def test_cli_output_contract(data_root, tmp_path):
 @pytest.mark.slow
 def test_overfit_four_images(tmp_path):
     """On 4 synthetic images, Dice rises from < 0.3 to > 0.8 within 40 steps (scored on the training split)."""
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     root = synthetic.write_kvasir(tmp_path / "kv4", n=4, size=64)
     ids = ",".join(p.stem for p in sorted((root / "images").glob("*.jpg")))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.tables import read_csv as _rows
+from medseg.eval.tables import read_csv as _rows
 from tests.conftest import ROOT, run_entry
 from tests.conftest import checkpoint_weights as _weights
 
@@ -177,7 +177,7 @@ def test_torchrun_two_cpu_processes(data_root, tmp_path):
 def test_overfit_two_volumes(tmp_path):
     """Train and score the same 2 volumes (a case may not sit in two splits: score the train split).
     30 steps of 4-slice clips; about 2-3 minutes on 2 CPU cores."""
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     root = synthetic.write_nnunet(tmp_path / "nn2", n_cases=2, depth=8, size=64, n_organs=1, n_test=0)
     out = tmp_path / "run"
@@ -211,7 +211,7 @@ def test_overfit_two_volumes(tmp_path):
 def _clip_batch_and_task(data_root, tmp_path, overrides):
     from hydra.utils import instantiate
 
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
     from sam2_train import build_sam2_model
     from tests.conftest import SMALL, compose_cfg
 
@@ -292,7 +292,7 @@ def test_training_clips_use_whole_volume_intensity_statistics(data_root, tmp_pat
     """MRI percentile windows (and min-max) of a clip come from its whole volume, as in validation."""
     from hydra.utils import instantiate
 
-    from medseg.context import prepare_data
+    from medseg.run.context import prepare_data
     from tests.conftest import SMALL, compose_cfg
 
     cfg = compose_cfg(

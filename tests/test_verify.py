@@ -8,9 +8,9 @@ import sys
 import nibabel as nib
 import numpy as np
 
-from medseg import synthetic as S
-from medseg.datasets import KvasirDataset, NnUNetDataset
-from medseg.verify import verify_dataset
+from medseg.data import synthetic as S
+from medseg.data.datasets import KvasirDataset, NnUNetDataset
+from medseg.data.verify import verify_dataset
 from tests.data_helpers import ROOT
 
 

@@ -1,6 +1,6 @@
 """Compare finished runs side by side: ``python tools/compare.py RUN_DIR [RUN_DIR ...] --out DIR``.
 
-Every run folder must hold ``splits.json`` and ``val_cases.csv`` (written by ``medseg.engine``);
+Every run folder must hold ``splits.json`` and ``val_cases.csv`` (written by ``medseg.train.engine``);
 ``run_summary.json``, ``.hydra/config.yaml`` and ``vis/epoch_XXX/*.png`` are used when present. The runs
 must share their validation and test splits, otherwise the tool exits 2 with one line naming the two
 folders that differ.
@@ -9,7 +9,7 @@ Writes into ``--out``:
 
 - ``comparison.csv`` / ``comparison.md``: one row per run with model, parameter counts, per-class and
   overall Dice / IoU / HD95 as mean ± std over the applicable (case x class) rows of the chosen
-  validation (``status == "empty_both"`` rows are excluded, as in ``medseg.metrics``), train time and
+  validation (``status == "empty_both"`` rows are excluded, as in ``medseg.eval.metrics``), train time and
   peak memory;
 - ``comparison_dice.png``: bars of mean Dice per class (and over all classes) per model, error bars =
   std over cases;
@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from medseg.figures import make_grids, read_panels, short_names, split_panels  # noqa: E402,F401  (no torch)
+from medseg.eval.figures import make_grids, read_panels, short_names, split_panels  # noqa: E402,F401  (no torch)
 
 METRICS = ("dice", "iou", "hd95")
 
@@ -102,7 +102,7 @@ def hd95_unit(path: Path, rows: list[dict[str, Any]], epoch: int | None) -> str:
 
 def weights_text(record: dict[str, Any] | None) -> str:
     """``random``, ``<file> (sha256 1234abcd)`` or ``unknown`` (older runs)."""
-    from medseg.weights import describe
+    from medseg.train.weights import describe
 
     return describe(record)
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--skip-3d", action="store_true")
     args = ap.parse_args(argv)
-    from medseg import synthetic
+    from medseg.data import synthetic
 
     out = (ROOT / args.out).resolve()
     if out.exists():

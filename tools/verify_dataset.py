@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from medseg.verify import verify_dataset
+    from medseg.data.verify import verify_dataset
 
     try:
         dataset = instantiate(cfg.dataset, strict=False)

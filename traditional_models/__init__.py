@@ -2,8 +2,8 @@
 
 Every torch baseline is an :class:`ObjectSegmenter`: ``forward(batch)`` takes an ``ImageBatch``-like
 object (attributes or keys ``images [B,3,S,S]``, ``boxes [N,4]``, ``obj_img [N]``, optionally
-``obj_class [N]``) and returns per-object logits ``[N,S,S]``, so ``medseg.losses`` and
-``medseg.metrics`` apply unchanged. Semantic models (:class:`SemanticSegmenter`) predict one sigmoid
+``obj_class [N]``) and returns per-object logits ``[N,S,S]``, so ``medseg.train.losses`` and
+``medseg.eval.metrics`` apply unchanged. Semantic models (:class:`SemanticSegmenter`) predict one sigmoid
 channel per foreground class (class id ``k`` -> channel ``k - 1``) and pick each object's class channel.
 
 Submodules are imported on use (``traditional_models.yolo`` needs the optional ``ultralytics``).

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from medseg.weights import weights_record
+from medseg.train.weights import weights_record
 
 from traditional_models import SemanticSegmenter
 

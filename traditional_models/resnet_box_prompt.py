@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from medseg.weights import weights_record
+from medseg.train.weights import weights_record
 
 from traditional_models import ObjectSegmenter, check_object_inputs
 from traditional_models.resnet50_frozen_decoder import load_resnet_weights

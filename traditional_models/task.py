@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from medseg.evaluation import evaluate_2d
-from medseg.runtime import atomic_torch_save
-from medseg.viz import to_uint8_image
+from medseg.eval.evaluation import evaluate_2d
+from medseg.train.runtime import atomic_torch_save
+from medseg.eval.viz import to_uint8_image
 
 
 class CNNTask:

@@ -3,7 +3,7 @@
 Training uses Ultralytics' own loop on a dataset written by
 :func:`traditional_models.yolo_export.export_yolo_dataset`; prediction returns instance masks at the
 input resolution, which :func:`labels_from_instances` merges into a label map scored by
-``medseg.metrics``. Models are built from an architecture yaml (``yolo11n-seg.yaml`` ... random init)
+``medseg.eval.metrics``. Models are built from an architecture yaml (``yolo11n-seg.yaml`` ... random init)
 or loaded from a local ``.pt``; nothing is ever downloaded: ``YOLO_OFFLINE=1`` is set (unless already
 set) and ``YOLO_CONFIG_DIR`` defaults to a temporary folder before ``ultralytics`` is imported.
 """
@@ -28,8 +28,8 @@ def _offline_env() -> None:
 
 
 def check_yolo_weights(path: str | Path, key: str = "model.net.weights") -> Path:
-    """Refuse a YOLO ``.pt`` that would run code when ultralytics unpickles it (see :mod:`medseg.pickle_guard`)."""
-    from medseg.pickle_guard import check_model_pickle
+    """Refuse a YOLO ``.pt`` that would run code when ultralytics unpickles it (see :mod:`medseg.train.pickle_guard`)."""
+    from medseg.train.pickle_guard import check_model_pickle
 
     _offline_env()
     return check_model_pickle(path, key)

@@ -1,0 +1,1 @@
+"""The data layer: readers with geometry, dataset layouts, splits, transforms, prompts, batches, cache, checks."""

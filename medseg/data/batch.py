@@ -1,0 +1,217 @@
+"""Typed batches for the SAM2 paths and their collate functions (docs/DESIGN.md, "Batches")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.errors import DataError
+from medseg.data.prompts import PromptConfig, object_prompt
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """A copy of a dataclass of tensors with every tensor field moved to ``device``."""
+    kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return type(obj)(
+        **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    )
+
+
+def _pin(obj: Any) -> Any:
+    """Page-locked copy of a batch's tensors (DataLoader ``pin_memory=True`` calls ``batch.pin_memory()``),
+    so the copy to the GPU can overlap compute."""
+    kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return type(obj)(**{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+
+@dataclass
+class ImageBatch:
+    """B images and N objects flattened over the batch (S = image size, P = points per object).
+
+    images [B,3,S,S] float (ImageNet-normalised); masks [N,S,S] bool; obj_img [N] long (index of the
+    object's image); obj_class [N] long (label id); boxes [N,4] float xyxy (zeros when unused);
+    points [N,P,2] float (x, y); point_labels [N,P] long (1 pos, 0 neg, -1 pad); mask_prompts [N,S,S]
+    float; case_ids list of B str; spacing [B,2] float (sy, sx) of the resized grid.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    obj_img: torch.Tensor
+    obj_class: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+    point_labels: torch.Tensor
+    mask_prompts: torch.Tensor
+    case_ids: list[str]
+    spacing: torch.Tensor
+
+    def to(self, device: torch.device | str) -> ImageBatch:
+        return to_device(self, device)
+
+    def pin_memory(self) -> ImageBatch:
+        return _pin(self)
+
+
+@dataclass
+class VideoBatch:
+    """Frames of B clips/volumes with O object slots each.
+
+    images [T,B,3,S,S] float; masks [T,B,O,S,S] bool; obj_class [B,O] long (label id, 0 for padding);
+    obj_valid [B,O] bool (False for padding slots and objects absent from the whole clip);
+    case_ids list of B str.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    obj_class: torch.Tensor
+    obj_valid: torch.Tensor
+    case_ids: list[str]
+
+    def to(self, device: torch.device | str) -> VideoBatch:
+        return to_device(self, device)
+
+    def pin_memory(self) -> VideoBatch:
+        return _pin(self)
+
+
+def _squeeze_2d(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    img, lab = torch.as_tensor(sample["image"]), sample.get("label")
+    if img.ndim == 4:
+        if img.shape[0] != 1:
+            raise DataError(
+                f"{sample.get('case_id', '?')}: 2D collate needs one slice, got image {tuple(img.shape)}"
+            )
+        img = img[0]
+    if lab is None:
+        raise DataError(f"{sample.get('case_id', '?')}: 2D collate needs a label")
+    lab = torch.as_tensor(lab)
+    lab = lab[0] if lab.ndim == 3 else lab
+    if img.shape[-2:] != lab.shape:
+        raise DataError(
+            f"{sample.get('case_id', '?')}: image {tuple(img.shape)} and label {tuple(lab.shape)} differ"
+        )
+    return img, lab
+
+
+def collate_sam2_2d(
+    samples: Sequence[dict], prompt_cfg: Any, rng: np.random.Generator | None = None
+) -> ImageBatch:
+    """Transformed 2D samples (image (3,S,S) or (1,3,S,S), label (S,S) or (1,S,S)) -> ImageBatch.
+
+    One object per (image, label id): ids present in the label, plus, under ``prompt.empty: negative``,
+    the sample's declared ``label_names`` ids that are absent (empty mask, negative clicks). Images
+    without any object contribute none (N may be 0).
+    """
+    cfg = PromptConfig.from_cfg(prompt_cfg)
+    rng = rng or np.random.default_rng()
+    images, objs, obj_img, case_ids, spacing = [], [], [], [], []
+    for b, s in enumerate(samples):
+        img, lab = _squeeze_2d(s)
+        images.append(img.float())
+        case_ids.append(str(s.get("case_id", b)))
+        sp = s.get("spacing", (1.0, 1.0, 1.0))
+        spacing.append([float(sp[-2]), float(sp[-1])])
+        lab_np = lab.numpy()
+        declared = {int(i) for i in (s.get("label_names") or {}) if int(i) > 0}
+        if cfg.type == "none":  # automatic mode: every declared class, whatever the reference holds
+            ids = declared or set(np.unique(lab_np).tolist()) - {0}
+        else:
+            ids = set(np.unique(lab_np).tolist()) - {0}
+            if cfg.empty == "negative":
+                ids |= declared
+        for oid in sorted(ids):
+            if cfg.type == "none":  # no prompt: the object is kept even where the reference is empty
+                m = lab_np == oid
+                objs.append(
+                    {
+                        "obj_id": int(oid),
+                        "mask": m,
+                        "empty": not m.any(),
+                        "box": np.zeros(4, np.float32),
+                        "points": np.zeros((0, 2), np.float32),
+                        "point_labels": np.zeros(0, np.int64),
+                        "mask_prompt": np.zeros(m.shape, np.float32),
+                    }
+                )
+                obj_img.append(b)
+                continue
+            p = object_prompt(lab_np == oid, cfg, rng, obj_id=int(oid))
+            if p is not None:
+                objs.append(p)
+                obj_img.append(b)
+    size = images[0].shape[-2:]
+    n = len(objs)
+    n_pts = max((len(o["point_labels"]) for o in objs), default=0)
+    points = torch.zeros(n, n_pts, 2)
+    point_labels = torch.full((n, n_pts), -1, dtype=torch.long)
+    for i, o in enumerate(objs):
+        k = len(o["point_labels"])
+        points[i, :k] = torch.from_numpy(o["points"])
+        point_labels[i, :k] = torch.from_numpy(o["point_labels"])
+
+    def stack(key: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        if not objs:
+            return torch.zeros(0, *shape, dtype=dtype)
+        return torch.from_numpy(np.stack([o[key] for o in objs])).to(dtype)
+
+    return ImageBatch(
+        images=torch.stack(images),
+        masks=stack("mask", torch.bool, tuple(size)),
+        obj_img=torch.tensor(obj_img, dtype=torch.long),
+        obj_class=torch.tensor([o["obj_id"] for o in objs], dtype=torch.long),
+        boxes=stack("box", torch.float32, (4,)),
+        points=points,
+        point_labels=point_labels,
+        mask_prompts=stack("mask_prompt", torch.float32, tuple(size)),
+        case_ids=case_ids,
+        spacing=torch.tensor(spacing, dtype=torch.float32),
+    )
+
+
+def collate_video(samples: Sequence[dict], obj_ids: Sequence[int] | None = None) -> VideoBatch:
+    """Clips (image (T,3,S,S), label (T,S,S)) -> VideoBatch.
+
+    Args:
+        samples: transformed clips of equal T and S.
+        obj_ids: fixed object ids for every clip (O = len(obj_ids)); an id absent from a clip has
+            ``obj_valid`` False. If None, each clip's present ids are used, padded to the largest O
+            with class 0 / valid False.
+    """
+    if not samples:
+        raise DataError("collate_video: no samples")
+    imgs, labs = [], []
+    for s in samples:
+        img, lab = torch.as_tensor(s["image"]), s.get("label")
+        if img.ndim != 4 or lab is None or torch.as_tensor(lab).shape != (img.shape[0], *img.shape[-2:]):
+            raise DataError(f"{s.get('case_id', '?')}: collate_video needs image (T,3,S,S) and label (T,S,S)")
+        imgs.append(img.float())
+        labs.append(torch.as_tensor(lab).long())
+    shapes = {tuple(i.shape) for i in imgs}
+    if len(shapes) != 1:
+        raise DataError(f"collate_video: clips differ in shape {sorted(shapes)}")
+    per_clip = [
+        [int(i) for i in obj_ids] if obj_ids is not None else sorted(set(torch.unique(lab).tolist()) - {0})
+        for lab in labs
+    ]
+    n_obj = max(1, max(len(p) for p in per_clip))
+    t, _, h, w = imgs[0].shape
+    masks = torch.zeros(t, len(samples), n_obj, h, w, dtype=torch.bool)
+    obj_class = torch.zeros(len(samples), n_obj, dtype=torch.long)
+    obj_valid = torch.zeros(len(samples), n_obj, dtype=torch.bool)
+    for b, (lab, ids) in enumerate(zip(labs, per_clip)):
+        for o, oid in enumerate(ids):
+            m = lab == oid
+            masks[:, b, o] = m
+            obj_class[b, o] = oid
+            obj_valid[b, o] = bool(m.any())
+    return VideoBatch(
+        images=torch.stack(imgs, dim=1),
+        masks=masks,
+        obj_class=obj_class,
+        obj_valid=obj_valid,
+        case_ids=[str(s.get("case_id", i)) for i, s in enumerate(samples)],
+    )

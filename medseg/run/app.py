@@ -1,0 +1,157 @@
+"""What the entry points share: build model + data + task from the config, then fit or evaluate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medseg.run.context import prepare_data, setup_runtime
+from medseg.train.engine import Engine
+from medseg.eval.evaluation import protocol_record
+from medseg.train.runtime import resolve_batch_size
+from medseg.train.weights import describe, resolve_checkpoint, weights_record
+
+log = logging.getLogger(__name__)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run folder: Hydra's runtime output dir (``hydra.run.dir`` / the multirun job folder)."""
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        out = OmegaConf.select(hc, "runtime.output_dir")
+        if out:
+            return Path(out)
+        return Path(hc.run.dir)
+    return Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs/run"))
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    """Instantiate ``cfg.model.net`` (loads and checks ``model.checkpoint`` before anything is written)."""
+    try:
+        model = instantiate(cfg.model.net)
+    except (
+        InstantiationException
+    ) as e:  # show the user's error (bad checkpoint, missing weights), not Hydra's wrapper
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError, RuntimeError)):
+            raise e.__cause__ from None
+        raise
+    if getattr(model, "weights_info", None) is None:  # the builder did not load model.checkpoint itself
+        model.weights_info = load_run_checkpoint(model, cfg)
+    log.info("weights: %s", describe(model.weights_info))
+    if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
+        return model
+    from sam2_train.activation import set_activation_checkpointing
+    from sam2_train.trainable import trainable_table
+
+    if bool(cfg.trainer.get("activation_checkpointing", False)) and cfg.get("train", True):
+        n = set_activation_checkpointing(model, True)
+        log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
+    table = trainable_table(model)
+    log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
+    return model.to(device)
+
+
+def load_run_checkpoint(model, cfg: DictConfig) -> dict:
+    """Honour ``model.checkpoint`` for models whose builder does not (baselines): our ``checkpoint_*.pth``
+    (or a bare state dict) loaded strictly; ``null`` = random init (WARNING). Returns the weights record,
+    with the encoder's own record (``encoder``) when the model has one."""
+    name = str(cfg.model.get("name", "model"))
+    path = resolve_checkpoint(
+        cfg.model.get("checkpoint"),
+        default=cfg.model.get("default_checkpoint"),
+        hint=OmegaConf.select(cfg, "model.net.download_hint"),
+        what=name,
+    )
+    if path is not None:
+        if isinstance(model, torch.nn.Module):
+            from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+
+            sd = state_dict_of(read_checkpoint(path), path)
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{path}: keys do not match model={name} ({len(missing)} missing, first "
+                    f"{missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]})"
+                )
+        elif hasattr(model, "use_checkpoint"):  # YOLO: a .pt of ultralytics or our checkpoint beside one
+            model.use_checkpoint(path)
+    if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
+        path = Path(model.weights_file)
+    extra = {}
+    enc = getattr(model, "encoder_weights_info", None)
+    if enc is not None:
+        extra["encoder"] = enc
+    return weights_record(path, **extra)
+
+
+def check_data(cfg: DictConfig, ctx) -> None:
+    """Integrity check of every case (see :func:`medseg.data.verify.preflight`; run by :func:`run` before the
+    splits are written)."""
+    from medseg.data.verify import preflight
+
+    preflight(cfg, ctx.dataset, is_main=ctx.dist.is_main)
+
+
+def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
+    """Fit (``train=true``) or evaluate (``train=false``) the model named by ``cfg.model`` in ``mode``.
+
+    Returns the best value of ``trainer.monitor`` (or ``optimized_metric``) for Hydra sweepers.
+    """
+    from medseg.run.config_check import validate_config
+
+    validate_config(cfg)  # also done by medseg.run.rundir's callback before Hydra writes the run folder
+    out = output_dir(cfg)
+    batch = resolve_batch_size(cfg, mode)
+    if str(cfg.trainer.batch_size) != str(batch):
+        log.info(
+            "trainer.batch_size=auto -> %d (trainer.batch_table.%s, %s @ %s px)",
+            batch,
+            mode,
+            cfg.model.get("variant", cfg.model.get("name")),
+            cfg.model.get("image_size"),
+        )
+        cfg.trainer.batch_size = batch
+    device, dist_info = setup_runtime(cfg)
+    model = build_model(cfg, device)
+    ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
+    task = instantiate(cfg.model[task_key])(cfg=cfg, ctx=ctx)
+    if hasattr(task, "prepare_model"):  # e.g. learned class prompts of the automatic mode
+        task.prepare_model(model)
+    engine = Engine(
+        cfg=cfg,
+        task=task,
+        model=model,
+        out_dir=out,
+        device=device,
+        dist_info=dist_info,
+        extra_state={
+            "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+            "splits": ctx.splits,
+            "weights": getattr(model, "weights_info", None),
+            "eval_protocol": protocol_record(task),
+        },
+    )
+    if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
+        engine.model = (
+            task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
+        )
+        summary = engine.evaluate()
+        result = summary.get(str(cfg.trainer.monitor))
+    elif cfg.get("train", True):
+        result = engine.fit()
+    else:
+        summary = engine.evaluate()
+        result = summary.get(str(cfg.trainer.monitor))
+    metric = cfg.get("optimized_metric")
+    if metric and engine.history:
+        vals = [r.get(metric) for r in engine.history if r.get(metric) is not None]
+        result = max(vals) if vals else None
+    if dist_info.is_main:
+        print(f"outputs in {out}", flush=True)
+    return result

@@ -1,0 +1,1 @@
+"""The training core: the engine, optimisers, losses, checkpoints and weights, devices and processes, loggers."""

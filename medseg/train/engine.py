@@ -1,0 +1,397 @@
+"""The one training engine shared by 2D SAM2, 3D SAM2 and the baselines.
+
+A *task* supplies the model-specific parts::
+
+    task.train_dataset              # object with __len__ and get(i, rng) -> sample
+    task.collate(samples) -> batch  # batch has .to(device)
+    task.training_step(model, batch) -> {"loss": tensor, "<part>": tensor, ...}
+    task.validate(model, *, epoch, vis_dir) -> (summary {"val/dice": ...}, rows [{case_id, class, ...}], images)
+
+The engine does the rest: epochs/steps, per-epoch seeded data order (exact resume mid-run),
+gradient accumulation and clipping, bf16 autocast on CUDA, validation every ``val_freq`` epochs,
+``checkpoint_last.pth`` / ``checkpoint_best.pth`` written atomically, NaN/inf guard, tqdm,
+TensorBoard, ``metrics.csv`` / ``val_cases.csv`` (appended to when a run resumes in its own folder), data
+parallelism with ``DistributedDataParallel`` over torchrun / SLURM / submitit processes
+(``medseg/train/distributed.py``), mid-epoch checkpoints (``trainer.save_every_n_steps``) and a clean stop on
+SIGTERM / SIGUSR1 / Ctrl-C that writes ``checkpoint_last.pth`` at the current step
+(``medseg/train/preemption.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from medseg.train.distributed import wrap_for_training
+from medseg.train.optim import build_optimizer, build_scheduler
+from medseg.train.preemption import PreemptionGuard
+from medseg.train.run_outputs import RunOutputs
+from medseg.train.runtime import DistInfo, atomic_torch_save, rng_state, set_rng_state
+from medseg.train.sampling import SeededSamples, epoch_batches
+from medseg.eval.tables import append_csv, write_csv
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "sam2-medical/1"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. NaN loss); the message says why and where the last good checkpoint is."""
+
+
+class Engine(RunOutputs):
+    """Fit or evaluate ``model`` with ``task`` under ``cfg`` (the resolved Hydra config)."""
+
+    def __init__(
+        self,
+        *,
+        cfg: DictConfig,
+        task,
+        model: torch.nn.Module,
+        out_dir: str | Path,
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+        extra_state: dict | None = None,
+    ):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.t = cfg.trainer
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.dist = dist_info or DistInfo()
+        self.extra_state = extra_state or {}
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.train_model = None  # TrainStep(model, task), in DistributedDataParallel when distributed
+        self.epoch_progress: dict | None = None  # loss sums of the epoch so far (mid-epoch checkpoints)
+        self.best = {"metric": str(self.t.monitor), "value": None, "epoch": None}
+        self.writer = None
+        self.amp = bool(self.t.amp) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=False
+        )  # bf16 needs no scaling; kept for the format
+
+    # ------------------------------------------------------------------ set-up
+    def _setup_training(self):
+        self.optimizer = build_optimizer(self.cfg.optim, self.model)
+        n = len(self.task.train_dataset)
+        if n == 0:
+            raise ValueError("the training split is empty: check dataset.root and the split settings")
+        per_epoch = len(
+            epoch_batches(n, int(self.t.batch_size), self.dist.world_size, 0, 0, self.t.limit_train_batches)
+        )
+        accum = max(1, int(self.t.accumulate_grad_batches))
+        total = math.ceil(per_epoch / accum) * int(self.t.max_epochs)
+        if self.t.max_steps:
+            total = min(total, int(self.t.max_steps))
+        self.total_steps = total
+        self.scheduler = build_scheduler(self.cfg.scheduler, self.optimizer, total)
+
+    def _open_writer(self):
+        """The ``logger=`` backends (medseg.train.loggers), rank 0 only; they receive the resolved config."""
+        if self.writer is None:
+            from medseg.train.loggers import build_loggers, loggable_config
+
+            self.writer = build_loggers(self.cfg.get("logger"), self.out_dir, is_main=self.dist.is_main)
+            if self.writer:
+                self.writer.log_hparams(loggable_config(self.cfg))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {
+            "format": CKPT_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_progress": self.epoch_progress,
+            "step": self.step,
+            "rng": rng_state(),
+            "best": dict(self.best),
+            "history": list(self.history),
+            "config": OmegaConf.to_container(self.cfg, resolve=False),
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
+            **self.extra_state,
+        }
+
+    def save(self, name: str, *, weights_only: bool = False):
+        """Write a checkpoint. ``weights_only`` keeps the model and run metadata but not the optimizer,
+        scheduler, scaler and RNG state (``checkpoint_best.pth``: a third of the size; resume uses
+        ``checkpoint_last.pth``)."""
+        if self.dist.is_main:
+            state = self.state()
+            if weights_only:
+                for key in ("optimizer", "scheduler", "scaler", "rng"):
+                    state.pop(key, None)
+            atomic_torch_save(state, self.out_dir / name)
+
+    def resume(self, path: str | Path):
+        from sam2_train.checkpoint import CheckpointError, read_checkpoint
+
+        ck = read_checkpoint(path)
+        if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
+            what = (
+                "holds weights only"
+                if ck.get("format") == CKPT_FORMAT
+                else "is not a training checkpoint of this suite"
+            )
+            raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+        from medseg.run.config_check import check_resume_model
+
+        check_resume_model(ck.get("model_cfg"), self.extra_state.get("model_cfg"), path)
+        missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}: model keys do not match this config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
+        self.epoch_progress = ck.get("epoch_progress")
+        self.best = ck["best"]
+        self.history = list(ck.get("history", []))
+        set_rng_state(ck["rng"])
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(ck.get("task", {}))
+        log.info(
+            "resumed from %s at epoch %d, batch %d of it, step %d",
+            *(path, self.epoch, self.batch_in_epoch, self.step),
+        )
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, batches: list[list[int]], epoch: int):
+        bs, r = int(self.t.batch_size), self.dist.rank
+        mine = [[(epoch, i) for i in b[r * bs : (r + 1) * bs]] for b in batches]
+        nw = int(self.t.num_workers)
+        pin = self.device.type == "cuda" if self.t.pin_memory == "auto" else bool(self.t.pin_memory)
+        return torch.utils.data.DataLoader(
+            SeededSamples(self.task.train_dataset, self.cfg.seed),
+            batch_sampler=mine,
+            num_workers=nw,
+            collate_fn=self.task.collate,
+            pin_memory=pin,
+            persistent_workers=False,
+            prefetch_factor=2 if nw > 0 else None,
+        )
+
+    def _stop(self, guard: PreemptionGuard, signum: int, n_batches: int) -> None:
+        last = self.out_dir / "checkpoint_last.pth"
+        if self.dist.enabled:
+            dist.barrier()  # rank 0 has written the checkpoint
+        where = (
+            f"batch {self.batch_in_epoch} of {n_batches} in epoch {self.epoch + 1}"
+            if self.batch_in_epoch
+            else f"the end of epoch {self.epoch}"
+        )
+        guard.finish(
+            signum,
+            f"stopped by {signal.Signals(signum).name} after step {self.step} ({where}): wrote {last}; "
+            f"resume with trainer.resume={last}",
+            is_main=self.dist.is_main,
+        )
+
+    def _check_finite(self, parts: dict) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(parts["loss"]).all() else 1.0], device=self.device)
+        if self.dist.enabled:
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            vals = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+            last = self.out_dir / "checkpoint_last.pth"
+            where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+            raise TrainingError(
+                f"non-finite loss at epoch {self.epoch} step {self.step} ({vals}); stopping, {where}"
+            )
+
+    def fit(self) -> float | None:
+        """Train for ``trainer.max_epochs``; returns the best value of ``trainer.monitor``."""
+        self._setup_training()
+        resumed = self._resume_path()
+        if resumed is not None:
+            self.resume(resumed)
+        self._open_writer()
+        self._init_tables(resumed)
+        if self.t.get("val_before_training") and self.step == 0 and not self.history:
+            self._add_row({"epoch": 0, "step": 0, **self._validate()})  # the starting point
+        start = time.time()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        max_steps = int(self.t.max_steps) if self.t.max_steps else None
+        stop_at = int(self.t.stop_after_epochs) + self.epoch if self.t.get("stop_after_epochs") else None
+        with PreemptionGuard() as guard:
+            while self.epoch < int(self.t.max_epochs) and not (max_steps and self.step >= max_steps):
+                if stop_at is not None and self.epoch >= stop_at:
+                    log.info(
+                        "stopping after %d epochs of this job (trainer.stop_after_epochs); resume with "
+                        "trainer.resume=%s",
+                        self.t.stop_after_epochs,
+                        self.out_dir / "checkpoint_last.pth",
+                    )
+                    break
+                row = self._train_epoch(guard, max_steps)
+                if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
+                    row.update(self._validate())
+                row["time_s"] = time.time() - start
+                self._add_row(row)
+                self._maybe_best(row)
+                self.save("checkpoint_last.pth")
+                if self.dist.enabled:
+                    dist.barrier()
+                signum = guard.agreed(self.device, self.dist.enabled)
+                if signum:
+                    self._stop(guard, signum, 0)
+        self._write_summary(time.time() - start)
+        if self.writer:
+            self.writer.close()
+        return self.best["value"]
+
+    def _train_epoch(self, guard: PreemptionGuard, max_steps: int | None) -> dict:
+        """One epoch (from ``batch_in_epoch`` on, after a mid-epoch resume); returns its metrics row."""
+        accum = max(1, int(self.t.accumulate_grad_batches))
+        every = int(self.t.get("save_every_n_steps") or 0)
+        batches = epoch_batches(
+            len(self.task.train_dataset),
+            int(self.t.batch_size),
+            self.dist.world_size,
+            self.epoch,
+            int(self.cfg.seed),
+            self.t.limit_train_batches,
+        )
+        skip = self.batch_in_epoch
+        self.model.train()
+        acc = self.epoch_progress or {}
+        sums: dict[str, float] = dict(acc.get("sums", {}))
+        count, wait = int(acc.get("count", 0)), float(acc.get("wait", 0.0))
+        self.epoch_progress = None
+        loader = self._loader(batches[skip:], self.epoch)
+        bar = tqdm(
+            loader,
+            total=len(batches) - skip,
+            desc=f"epoch {self.epoch}",
+            leave=False,
+            disable=not (self.dist.is_main and self.t.progress_bar),
+        )
+        t_wait = time.perf_counter()
+        t_epoch = t_wait
+        for batch in bar:
+            step_wait = time.perf_counter() - t_wait
+            wait += step_wait
+            batch = batch.to(self.device)
+            sync = (self.batch_in_epoch + 1) % accum == 0 or self.batch_in_epoch + 1 == len(batches)
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+            if self.train_model is None:
+                with autocast:
+                    ddp_cfg = self.t.get("ddp")
+                    self.train_model = wrap_for_training(
+                        self.model, self.task, device=self.device, ddp_cfg=ddp_cfg, first_batch=batch
+                    )
+            no_sync = getattr(self.train_model, "no_sync", None)
+            with no_sync() if (no_sync and not sync) else contextlib.nullcontext():
+                with autocast:
+                    parts = self.train_model(batch)
+                self._check_finite(parts)
+                (parts["loss"] / accum).backward()
+            self.batch_in_epoch += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
+            if sync:
+                self._optimizer_step()
+                if self.dist.is_main and self.writer and self.step % int(self.t.log_every_n_steps) == 0:
+                    scalars = {f"train/{k}": float(v.detach()) for k, v in parts.items()}
+                    scalars.update({f"lr/{g.get('name', 'default')}": g["lr"] for g in self.optimizer.param_groups})
+                    scalars["perf/loader_wait_s"] = step_wait
+                    self.writer.log_scalars(scalars, self.step)
+                finished = bool(max_steps and self.step >= max_steps)
+                signum = guard.agreed(self.device, self.dist.enabled)
+                if signum or (every and self.step % every == 0 and self.batch_in_epoch < len(batches)):
+                    self.epoch_progress = {"sums": dict(sums), "count": count, "wait": wait}
+                    self.save("checkpoint_last.pth")  # mid-epoch: resume continues with the next batch
+                    self.epoch_progress = None
+                if signum:
+                    self._stop(guard, signum, len(batches))
+                if finished:
+                    break
+            t_wait = time.perf_counter()
+        self.epoch += 1  # epochs completed; row "epoch" N = after N epochs (0 = before training)
+        self.batch_in_epoch = 0
+        row = {"epoch": self.epoch, "step": self.step}
+        row.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["loader_wait_s"] = wait
+        row["loader_wait_frac"] = wait / max(time.perf_counter() - t_epoch, 1e-9)
+        return row
+
+    def _optimizer_step(self):
+        if self.t.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], float(self.t.gradient_clip_val)
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> dict:
+        """Every rank validates (the evaluator shards the cases over the ranks, ``medseg.eval.evaluation``);
+        rank 0 receives all rows in the single-process order and writes them."""
+        self.model.eval()
+        vis_dir = self.out_dir / "vis" / f"epoch_{self.epoch:03d}" if self.cfg.get("vis") else None
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            summary, rows, images = self.task.validate(self.model, epoch=self.epoch, vis_dir=vis_dir)
+        self.model.train()
+        if not self.dist.is_main:
+            return {}
+        rows = [{"epoch": self.epoch, **r} for r in rows]
+        self.last_val_rows = rows
+        append_csv(self.out_dir / "val_cases.csv", rows)  # every validation of this run, by epoch
+        if self.writer:  # every backend gets the same metrics; images where logger.log_images
+            self.writer.log_scalars(summary, self.step)
+            self.writer.log_images(images or {}, self.step)
+        msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
+        log.info("epoch %d step %d  %s", self.epoch, self.step, msg)
+        print(f"[epoch {self.epoch}] {msg}", flush=True)
+        return summary
+
+    def _maybe_best(self, row: dict):
+        key = str(self.t.monitor)
+        v = row.get(key)
+        if v is None or not np.isfinite(v):
+            return
+        better = self.best["value"] is None or (
+            v > self.best["value"] if self.t.monitor_mode == "max" else v < self.best["value"]
+        )
+        if better:
+            self.best = {"metric": key, "value": float(v), "epoch": self.epoch}
+            self.save("checkpoint_best.pth", weights_only=True)
+            if self.dist.is_main and getattr(self, "last_val_rows", None):
+                write_csv(self.out_dir / "val_cases_best.csv", self.last_val_rows)
+
+    def evaluate(self) -> dict:
+        """Validate once without training (``train=false``): writes metrics.csv and val_cases.csv."""
+        self._open_writer()
+        self._init_tables(None)
+        start = time.time()
+        summary = self._validate()
+        self._add_row({"epoch": 0, "step": 0, **summary, "time_s": time.time() - start})
+        self._write_summary(0.0)
+        if self.writer:
+            self.writer.close()
+        return summary
+
+    # ------------------------------------------------------------------ outputs
