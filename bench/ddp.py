@@ -37,14 +37,11 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
 
     import torch.distributed as dist
 
-    import sam2_train  # noqa: F401
-    from bench import run as bench_run
-    from bench.run import base_overrides, compose, make_2d_batch
+    from bench.workloads import base_overrides, compose, make_2d_batch  # imports sam2_train first
     from func_2d.task import SAM2ImageTask
     from medseg.train.distributed import wrap_for_training
     from sam2_train import build_sam2_model
 
-    bench_run._lazy_imports()  # bench/run.py's helpers import torch lazily
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
