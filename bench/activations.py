@@ -6,6 +6,7 @@ Used by bench/run.py (real CPU steps) and bench/memory_presets.py (the meta devi
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
 
 class _FlashLikeAttention(torch.autograd.Function):
@@ -54,20 +55,41 @@ def saved_bytes(fn, model, *, flash_like: bool = True) -> int:
 
         return wrapped
 
-    import sys
-
-    import func_3d.propagate  # noqa: F401  (the package attribute of that name is the function)
-    import sam2_train.activation as act
-
-    prop = sys.modules["func_3d.propagate"]
-
-    saved = (torch.nn.functional.scaled_dot_product_attention, prop.checkpoint, act.checkpoint)
+    holders = checkpoint_callers()
+    saved_sdpa = torch.nn.functional.scaled_dot_product_attention
     if flash_like:
         torch.nn.functional.scaled_dot_product_attention = _flash_like_sdpa
-    prop.checkpoint, act.checkpoint = keep_inputs(prop.checkpoint), keep_inputs(act.checkpoint)
+    for mod in holders:
+        mod.checkpoint = keep_inputs(_torch_checkpoint)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
             fn()
     finally:
-        torch.nn.functional.scaled_dot_product_attention, prop.checkpoint, act.checkpoint = saved
+        torch.nn.functional.scaled_dot_product_attention = saved_sdpa
+        for mod in holders:
+            mod.checkpoint = _torch_checkpoint
     return sum(seen.values())
+
+
+def checkpoint_callers() -> list:
+    """The modules of the 3D propagation and of the image encoder's checkpointing that call
+    ``torch.utils.checkpoint.checkpoint`` by that name (found, not listed: they move between files)."""
+    import sys
+
+    import func_3d.propagate  # noqa: F401
+    import sam2_train.activation  # noqa: F401
+
+    holders = [
+        mod
+        for name, mod in list(sys.modules.items())
+        if name.split(".")[0] in ("func_3d", "sam2_train")
+        and getattr(mod, "checkpoint", None) is _torch_checkpoint
+    ]
+    names = {mod.__name__.split(".")[0] for mod in holders}
+    if names != {"func_3d", "sam2_train"}:
+        raise RuntimeError(
+            "bench/activations.py: no module of "
+            + " or ".join(sorted({"func_3d", "sam2_train"} - names))
+            + " imports torch.utils.checkpoint.checkpoint; update checkpoint_callers()"
+        )
+    return holders

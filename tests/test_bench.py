@@ -50,3 +50,19 @@ def test_timed_tasks_build_from_the_real_configs(tmp_path):
     cfg3 = compose("train_3d", base_overrides(64, "cpu"), tmp_path / "3d")
     task = video_task(cfg3, batch_clips=False, checkpointing=True)
     assert (task.batch_clips, task.checkpointing) == (False, True)
+
+
+def test_activation_count_patches_every_checkpoint_caller():
+    """bench/activations.py counts the inputs that checkpointed regions keep by wrapping
+    ``torch.utils.checkpoint.checkpoint`` where the 3D propagation and the image encoder call it; it
+    used to name ``func_3d.propagate`` and broke when the propagation moved to another module."""
+    import torch
+
+    from bench.activations import checkpoint_callers, saved_bytes
+
+    callers = checkpoint_callers()
+    assert {m.__name__.split(".")[0] for m in callers} == {"func_3d", "sam2_train"}
+    model = torch.nn.Linear(4, 4)
+    x = torch.randn(8, 4)
+    assert saved_bytes(lambda: model(x).sum(), model) == x.numel() * 4  # the input kept for the weight grad
+    assert all(m.checkpoint is torch.utils.checkpoint.checkpoint for m in callers)  # restored
