@@ -79,3 +79,19 @@ def data_root(tmp_path_factory) -> Path:
     synthetic.write_npz(root / "npz", n_cases=3, depth=8, size=48)
     synthetic.write_folder2d(root / "folder2d", n=6, size=64)
     return root
+
+
+@pytest.fixture
+def kvasir(tmp_path) -> Path:
+    """A fresh Kvasir-layout dataset of 6 images (64 px) that a test may damage."""
+    from medseg.data import synthetic
+
+    return synthetic.write_kvasir(tmp_path / "kvasir", n=6, size=64)
+
+
+@pytest.fixture
+def nnunet(tmp_path) -> Path:
+    """A fresh nnU-Net-layout dataset of 4 cases (6 x 32 x 32, 2 organs) that a test may damage."""
+    from medseg.data import synthetic
+
+    return synthetic.write_nnunet(tmp_path / "nn", n_cases=4, depth=6, size=32, n_organs=2)
