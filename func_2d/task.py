@@ -12,10 +12,21 @@ from omegaconf import DictConfig
 from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, image_keys
 from func_2d.sam2_image import decode_objects, encode_images, upsample
 from medseg.data.batch import ImageBatch
-from medseg.run.context import RunContext
+from medseg.data.samples import RunContext
 from medseg.eval.evaluation import EvalProtocol, evaluate_2d
 
 log = logging.getLogger(__name__)
+
+
+def enable_activation_checkpointing(model, cfg) -> int:
+    """``trainer.activation_checkpointing`` (training only): Hiera blocks recomputed in the backward pass."""
+    if not (bool(cfg.trainer.get("activation_checkpointing", False)) and cfg.get("train", True)):
+        return 0
+    from sam2_train.activation import set_activation_checkpointing
+
+    n = set_activation_checkpointing(model, True)
+    log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
+    return n
 
 
 class SAM2ImageTask:
@@ -45,7 +56,9 @@ class SAM2ImageTask:
 
     def prepare_model(self, model) -> None:
         """Automatic mode with several classes: the model needs one learned prompt per class
-        (:mod:`sam2_train.class_prompts`); added for training, required (from the checkpoint) for evaluation."""
+        (:mod:`sam2_train.class_prompts`); added for training, required (from the checkpoint) for evaluation.
+        Also switches on activation checkpointing of the image encoder (``trainer.activation_checkpointing``)."""
+        enable_activation_checkpointing(model, self.cfg)
         if not self.class_prompts:
             return
         names = ", ".join(str(self.ctx.label_names[k]) for k in self.classes)

@@ -29,16 +29,17 @@ from omegaconf import DictConfig
 from func_3d.task import refuse_automatic_3d, volume_pictures, volume_prompts
 from func_3d.volume import VolumePrompts, segment_volume
 from medseg.data.datasets import build_dataset
+from medseg.data.splits import resolve_splits
+from medseg.data.transforms import build_transform
+from medseg.data.writers import write_like
 from medseg.errors import DataError
 from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
-from medseg.data.io import write_like
-from medseg.train.runtime import init_distributed, pick_device, seed_everything
-from medseg.data.splits import resolve_splits
 from medseg.eval.tables import write_csv
-from medseg.data.transforms import build_transform
 from medseg.eval.viz import save_png
+from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+from medseg.train.runtime import init_distributed, pick_device, seed_everything
 from sam2_train.build import build_sam2_model
-from sam2_train.checkpoint import CheckpointError, guess_variant, read_checkpoint, state_dict_of
+from sam2_train.checkpoint import guess_variant
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             f"{cfg.prompts_file}: prompts_file names no case of split {split!r} "
             f"(it names {sorted(file_prompts)[:3]}; the split has {sorted(ids)[:3]}...)"
         )
-    from medseg.run.rundir import check_output_folder
+    from medseg.train.run_folder import check_output_folder
 
     check_output_folder(out_dir, overwrite=bool(cfg.overwrite))  # earlier outputs, metrics.csv included
     if not cfg.overwrite:

@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
 from medseg.data.batch import to_device
-from medseg.run.context import seed_augment
-from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
 from medseg.data.prompts import PromptConfig, prompts_3d
+from medseg.data.samples import seed_augment
 from medseg.data.transforms import volume_window
+from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
 from medseg.eval.viz import panel_grid, save_png
 
 
@@ -137,6 +137,12 @@ class SAM2VideoTask:
         self.encoder_chunk = int(cfg.func_3d.get("encoder_chunk", 32))
         self.eval_protocol = EvalProtocol.from_cfg(cfg)
         refuse_automatic_3d(self.eval_protocol.prompt)
+
+    def prepare_model(self, model) -> None:
+        """``trainer.activation_checkpointing``: the image encoder's blocks too (propagation has its own)."""
+        from func_2d.task import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model, self.cfg)
 
     def training_step(self, model, batch: ClipBatch) -> dict:
         """Loss over every frame and object of every clip. With ``func_3d.batch_clips`` the clips of the

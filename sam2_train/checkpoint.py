@@ -7,16 +7,11 @@ variant the file looks like), or missing/unexpected keys (first few listed).
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded; the message is one line naming the file."""
-
+from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of  # noqa: F401  (re-exported)
 
 # Signature of each variant: (patch-embed width, number of Hiera blocks, SAM2.1 keys present)
 _SIGNATURES = {
@@ -39,54 +34,6 @@ def guess_variant(state_dict: dict) -> str | None:
     blocks = {int(k.split(".")[3]) for k in state_dict if k.startswith("image_encoder.trunk.blocks.")}
     is_21 = "no_obj_embed_spatial" in state_dict or "obj_ptr_tpos_proj.weight" in state_dict
     return _SIGNATURES.get((int(w.shape[0]), len(blocks), is_21))
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file with ``weights_only=True``; one clear error per failure mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
-    from medseg.train.pickle_guard import UnsafeFileError, sniff_torch_file
-
-    try:
-        sniff_torch_file(path)
-    except UnsafeFileError as e:  # e.g. a text file: torch's own error would not name it
-        raise CheckpointError(str(e)) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" in str(e) or "GLOBAL " in str(e):
-            raise CheckpointError(
-                f"{path}: refused: the file is a pickle that needs code to load (weights_only=True); "
-                f"only tensors/containers are accepted ({first[:160]})"
-            ) from None
-        reason = next(
-            (
-                ln.strip()
-                for ln in str(e).splitlines()
-                if "load key" in ln or "truncated" in ln or "Unsupported operand" in ln
-            ),
-            first,
-        )
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({msg[:160]})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(
-            f"{path}: expected a dict with a 'model' state dict, found {type(obj).__name__}"
-        )
-    return obj
-
-
-def state_dict_of(obj: dict, path: str | Path) -> dict:
-    sd = obj.get("model", obj)
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: no 'model' state dict of tensors in this checkpoint")
-    return sd
 
 
 def load_sam2_weights(model: torch.nn.Module, path: str | Path, *, variant: str | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Strict loading of SAM / MedSAM weights: Meta's and MedSAM's raw state dicts and our checkpoints.
 
-Files are read by :func:`sam2_train.checkpoint.read_checkpoint` (``weights_only=True``; one
-:class:`~sam2_train.checkpoint.CheckpointError` line naming the file for a missing, empty, truncated or
+Files are read by :func:`medseg.train.checkpoint.read_checkpoint` (``weights_only=True``; one
+:class:`~medseg.train.checkpoint.CheckpointError` line naming the file for a missing, empty, truncated or
 code-carrying file). Here: the variant check (a ViT-L file into ViT-B is refused, naming the file and the
 variant it holds), grid interpolation to the model's image size, then key and shape checks before
 ``load_state_dict(strict=True)``.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
 from sam2_train.checkpoint import guess_variant as guess_sam2_variant
 
 # image-encoder width -> variant (MedSAM is a ViT-B)

@@ -97,7 +97,7 @@ ENCODERS = {"sam_vit_b": _sam_vit_b, "resnet50": _resnet50}
 
 def _load_strict(model: nn.Module, path: Path) -> None:
     """One of our checkpoints of this model (``{"model": state_dict}``), strictly; one-line errors."""
-    from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+    from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
 
     sd = state_dict_of(read_checkpoint(path), path)
     want = model.state_dict()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from func_2d.sam2_image import upsample
 from func_2d.task import SAM2ImageTask
 from medseg.data.batch import ImageBatch
-from medseg.run.context import RunContext
+from medseg.data.samples import RunContext
 
 
 class SamImageTask(SAM2ImageTask):

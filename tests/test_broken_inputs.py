@@ -19,11 +19,11 @@ from medseg.data.datasets import (
     NpzDataset,
     RefugeDataset,
 )
-from medseg.errors import DataError
 from medseg.data.io import read_image, read_label
 from medseg.data.splits import resolve_splits
 from medseg.data.transforms import build_transform
 from medseg.data.verify import verify_dataset
+from medseg.errors import DataError
 from tests.data_helpers import quirky_affine, quirky_nnunet, refuge_case, save_nifti
 
 

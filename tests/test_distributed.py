@@ -11,9 +11,9 @@ import subprocess
 import pytest
 import torch
 
+from medseg.eval.tables import read_csv
 from medseg.train.distributed import export_cluster_env, first_host
 from medseg.train.preemption import RunInterrupted
-from medseg.eval.tables import read_csv
 from tests.ddp_toy import ROOT, ToyTask, run_toy, spawn_worker
 
 TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
@@ -75,8 +75,8 @@ def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypa
     """Only rank 0 checks and locks the run folder, also under submitit / srun (where RANK is not set yet);
     ``trainer.resume=auto`` continues a folder with results; a SLURM job requeued onto another host takes
     over the lock its earlier start left (same job id), another job's lock stays live."""
-    from medseg.train.distributed import launcher_rank
     from medseg.run.rundir import _is_main_process, check_run_folder, lock_is_live
+    from medseg.train.distributed import launcher_rank
 
     for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID", "SLURM_JOB_ID"):
         monkeypatch.delenv(key, raising=False)

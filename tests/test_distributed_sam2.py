@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from medseg.train.preemption import RunInterrupted
 from medseg.eval.tables import read_csv
+from medseg.train.preemption import RunInterrupted
 from tests.conftest import ROOT, run_entry
 
 TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}

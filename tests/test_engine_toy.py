@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from medseg.eval.tables import read_csv
 from medseg.train.engine import Engine, TrainingError
 from medseg.train.runtime import DistInfo
-from medseg.eval.tables import read_csv
 
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5, 1.0]])
 

@@ -192,9 +192,9 @@ def test_resnet50_encoder_without_weights_says_random(data_root, tmp_path, caplo
 # ---------------------------------------------------------------------- automatic mode
 def test_automatic_mode_separates_classes_and_predicts_declared_ones(data_root, tmp_path):
     """Defect 6: one object per class *present in the reference*, all fed identical inputs."""
+    from medseg.eval.evaluation import EvalProtocol, eval_batch_2d
     from medseg.run.app import build_model
     from medseg.run.context import prepare_data
-    from medseg.eval.evaluation import EvalProtocol, eval_batch_2d
 
     over = [
         *SMALL,

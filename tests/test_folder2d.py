@@ -12,8 +12,8 @@ from PIL import Image
 
 from medseg.data import synthetic as S
 from medseg.data.datasets import Folder2DDataset
-from medseg.errors import DataError
 from medseg.data.io import read_label
+from medseg.errors import DataError
 from medseg.eval.tables import read_csv
 from tests.conftest import run_entry
 

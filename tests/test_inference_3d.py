@@ -286,7 +286,7 @@ def test_meta_checkpoint_needs_model(volumes, meta_ckpt, tmp_path):
 
 
 def test_our_checkpoint_with_conflicting_model_is_one_error(volumes, trained, tmp_path):
-    from sam2_train.checkpoint import CheckpointError
+    from medseg.train.checkpoint import CheckpointError
 
     preds = tmp_path / "preds"
     with pytest.raises(CheckpointError) as e:

@@ -8,8 +8,9 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from medseg.data.io import Geometry, read_header, read_image, read_label
+from medseg.data.writers import write_like
 from medseg.errors import DataError
-from medseg.data.io import Geometry, read_header, read_image, read_label, write_like
 from tests.data_helpers import quirky_affine, save_nifti
 
 

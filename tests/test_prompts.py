@@ -8,7 +8,6 @@ import torch
 from omegaconf import OmegaConf
 
 from medseg.data.batch import ImageBatch, VideoBatch, collate_sam2_2d, collate_video
-from medseg.errors import DataError
 from medseg.data.prompts import (
     PromptConfig,
     box_from_mask,
@@ -19,6 +18,7 @@ from medseg.data.prompts import (
     prompts_3d,
     prompts_for_objects,
 )
+from medseg.errors import DataError
 from tests.data_helpers import ROOT
 
 H, W = 40, 80

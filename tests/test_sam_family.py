@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from sam2_train.checkpoint import CheckpointError
+from medseg.train.checkpoint import CheckpointError
 from tests.conftest import compose_cfg
 
 SAM_MEAN, SAM_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]

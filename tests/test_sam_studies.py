@@ -184,9 +184,9 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
     only (a prediction that is perfect in the image and positive in the padding scores Dice 1)."""
     from types import SimpleNamespace
 
-    from medseg.run.context import ImageSamples
-    from medseg.eval.evaluation import evaluate_2d
     from medseg.data.transforms import build_transform
+    from medseg.eval.evaluation import evaluate_2d
+    from medseg.data.samples import ImageSamples
 
     label = np.zeros((40, 80), np.int64)
     label[10:30, 20:60] = 1

@@ -100,7 +100,7 @@ def test_resume_is_exact(data_root, tmp_path):
         {k: v for k, v in r.items() if k not in drop} for r in rb
     ]
     assert (resumed / "splits.json").read_text() == (full / "splits.json").read_text()
-    from sam2_train.checkpoint import CheckpointError
+    from medseg.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"checkpoint_best\.pth: holds weights only .*checkpoint_last"):
         run_entry("train_2d", [*common, f"trainer.resume={part / 'checkpoint_best.pth'}"], tmp_path / "r2")
@@ -131,13 +131,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monk
 
 
 def test_kill_during_checkpoint_save_leaves_previous_loadable(tmp_path):
-    from medseg.train.runtime import atomic_torch_save
+    from medseg.train.checkpoint import atomic_torch_save
 
     path = tmp_path / "checkpoint_last.pth"
     atomic_torch_save({"step": 1, "w": torch.ones(10)}, path)
     code = (
         "import torch, sys\n"
-        "from medseg.train.runtime import atomic_torch_save\n"
+        "from medseg.train.checkpoint import atomic_torch_save\n"
         "big = {'step': 2, 'w': torch.randn(40_000_000)}\n"
         "print('ready', flush=True)\n"
         "while True:\n"
@@ -162,7 +162,7 @@ def test_kill_during_checkpoint_save_leaves_previous_loadable(tmp_path):
 
 def test_failed_checkpoint_write_is_one_error_and_keeps_previous(tmp_path, monkeypatch):
     """A full disk inside torch.save: one error naming the file and the free space; the old file stays."""
-    from medseg.train import runtime
+    from medseg.train import checkpoint as runtime
 
     path = tmp_path / "checkpoint_last.pth"
     runtime.atomic_torch_save({"step": 1}, path)

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.errors import DataError
 from medseg.data.io import Geometry
-from medseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, apply_intensity, build_transform, parse_intensity
+from medseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    apply_intensity,
+    build_transform,
+    parse_intensity,
+)
+from medseg.errors import DataError
 
 
 def _case(image, label=None, spacing=(2.0, 0.5, 0.5)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 
 import torch
@@ -12,7 +11,6 @@ import torchvision
 from torch import nn
 
 from medseg.train.weights import weights_record
-
 from traditional_models import SemanticSegmenter
 
 __all__ = ["ResNet50FrozenDecoder", "load_resnet_weights", "simple_decoder"]

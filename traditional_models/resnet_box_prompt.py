@@ -15,7 +15,6 @@ import torchvision
 from torch import nn
 
 from medseg.train.weights import weights_record
-
 from traditional_models import ObjectSegmenter, check_object_inputs
 from traditional_models.resnet50_frozen_decoder import load_resnet_weights
 

@@ -15,8 +15,8 @@ import torch
 from hydra.utils import instantiate
 
 from medseg.eval.evaluation import evaluate_2d
-from medseg.train.runtime import atomic_torch_save
 from medseg.eval.viz import to_uint8_image
+from medseg.train.checkpoint import atomic_torch_save
 
 
 class CNNTask:

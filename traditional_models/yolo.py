@@ -248,7 +248,7 @@ class YoloSeg:
         (which names the ``yolo_best.pt`` kept beside it)."""
         path = Path(path)
         if path.suffix == ".pth":
-            from sam2_train.checkpoint import read_checkpoint
+            from medseg.train.checkpoint import read_checkpoint
 
             ck = read_checkpoint(path)
             if not str(ck.get("format", "")).endswith("/yolo") or not ck.get("yolo_weights"):

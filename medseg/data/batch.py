@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import DataError
 from medseg.data.prompts import PromptConfig, object_prompt
+from medseg.errors import DataError
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import DataError
 from medseg.data.io import ITK_EXT, NIFTI_EXT, geometry_mismatch, read_header, suffix_of
+from medseg.errors import DataError
 
 _GEOMETRY_EXT = NIFTI_EXT + ITK_EXT
 

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medseg.data.batch import collate_sam2_2d
-from medseg.eval.metrics import MetricAccumulator, score_case
 from medseg.data.prompts import PromptConfig
+from medseg.eval.metrics import MetricAccumulator, score_case
 from medseg.eval.viz import panel_grid, save_png
 
 log = logging.getLogger(__name__)

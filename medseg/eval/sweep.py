@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from medseg.train.runtime import atomic_write_text
 from medseg.eval.tables import write_csv
+from medseg.train.runtime import atomic_write_text
 
 MAX_JOB_DIRNAME = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
@@ -240,8 +240,8 @@ class SweepSummaryCallback(Callback):
 
 
 def compare_sweep(sweep_dir: Path, runs: Iterable[str | Path] | None = None) -> Path | None:
-    """Run tools/compare.py over the job folders of a sweep into ``sweep_dir/comparison``."""
-    import importlib.util
+    """Compare the job folders of a sweep (:mod:`medseg.eval.compare`) into ``sweep_dir/comparison``."""
+    from medseg.eval.compare import compare_runs
 
     jobs = find_job_dirs(sweep_dir) if runs is None else [Path(r) for r in runs]
     runs = [p for p in jobs if (p / "val_cases.csv").exists()]
@@ -250,14 +250,9 @@ def compare_sweep(sweep_dir: Path, runs: Iterable[str | Path] | None = None) -> 
             f"comparison not written: {len(runs)} of {len(jobs)} jobs under {sweep_dir} have a val_cases.csv (need 2)"
         )
         return None
-    spec = importlib.util.spec_from_file_location(
-        "sam2med_compare", Path(__file__).resolve().parents[1] / "tools" / "compare.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     out = Path(sweep_dir) / "comparison"
     labels = [_job_label(r) for r in runs]
-    mod.compare_runs(runs, out, names=labels if len(set(labels)) == len(labels) else None)
+    compare_runs(runs, out, names=labels if len(set(labels)) == len(labels) else None)
     return out
 
 

@@ -11,9 +11,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from medseg.eval.evaluation import protocol_record
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.engine import Engine
-from medseg.eval.evaluation import protocol_record
 from medseg.train.runtime import resolve_batch_size
 from medseg.train.weights import describe, resolve_checkpoint, weights_record
 
@@ -46,12 +46,8 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     log.info("weights: %s", describe(model.weights_info))
     if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
         return model
-    from sam2_train.activation import set_activation_checkpointing
-    from sam2_train.trainable import trainable_table
+    from medseg.train.params import trainable_table
 
-    if bool(cfg.trainer.get("activation_checkpointing", False)) and cfg.get("train", True):
-        n = set_activation_checkpointing(model, True)
-        log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
     table = trainable_table(model)
     log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
     return model.to(device)
@@ -70,7 +66,7 @@ def load_run_checkpoint(model, cfg: DictConfig) -> dict:
     )
     if path is not None:
         if isinstance(model, torch.nn.Module):
-            from sam2_train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+            from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
 
             sd = state_dict_of(read_checkpoint(path), path)
             missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -121,7 +117,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     model = build_model(cfg, device)
     ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
     task = instantiate(cfg.model[task_key])(cfg=cfg, ctx=ctx)
-    if hasattr(task, "prepare_model"):  # e.g. learned class prompts of the automatic mode
+    if hasattr(task, "prepare_model"):  # the family's own set-up: activation checkpointing, class prompts
         task.prepare_model(model)
     engine = Engine(
         cfg=cfg,

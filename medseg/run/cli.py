@@ -31,9 +31,9 @@ def user_errors_as_one_line(fn):
 
     Set ``SAM2MED_TRACEBACK=1`` to see the full traceback instead.
     """
-    from medseg.train.engine import TrainingError
     from medseg.errors import MissingExtraError
-    from sam2_train.checkpoint import CheckpointError
+    from medseg.train.checkpoint import CheckpointError
+    from medseg.train.engine import TrainingError
 
     errors = USER_ERRORS + (CheckpointError, TrainingError, MissingExtraError)
 

@@ -177,19 +177,4 @@ def validate_config(cfg) -> None:
             raise ValueError(f"optim.param_groups[{i}].lr: expected {POSITIVE.expected()}, got {lr!r}")
 
 
-RESUME_KEYS = ("name", "variant", "image_size")  # what a checkpoint's model must share with the config
-
-
-def check_resume_model(saved: dict | None, current: dict | None, path) -> None:
-    """Refuse resuming ``path`` (its ``model_cfg`` = ``saved``) under a different model config.
-
-    Raises:
-        ValueError: ``<path>: model.<key> is X but the checkpoint was trained with Y``.
-    """
-    saved, current = saved or {}, current or {}
-    for key in RESUME_KEYS:
-        if key in saved and key in current and str(saved[key]) != str(current[key]):
-            raise ValueError(
-                f"{path}: model.{key}={current[key]} but this checkpoint was trained with "
-                f"model.{key}={saved[key]}; resume with the run's settings (or start a new run from its weights)"
-            )
+from medseg.train.checkpoint import RESUME_KEYS, check_resume_model  # noqa: E402,F401  (re-exported)

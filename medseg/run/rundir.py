@@ -16,170 +16,26 @@ log file or any result):
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
-import os
-import socket
 import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-log = logging.getLogger(__name__)
-
-LOCK_NAME = ".run.lock"
-RESULTS = (
-    "checkpoint_last.pth",
-    "checkpoint_best.pth",
-    "metrics.csv",
-    "val_cases.csv",
-    "run_summary.json",
-    "splits.json",
-    "predictions",
-    "tensorboard",
+from medseg.train.run_folder import (  # noqa: F401  (the rules live in the core; re-exported here)
+    LOCK_NAME,
+    RESULTS,
+    RunLock,
+    check_not_under_file,
+    check_output_folder,
+    check_run_folder,
+    lock_is_live,
+    read_lock,
+    results_in,
 )
 
-
-def check_not_under_file(path: str | Path, key: str) -> None:
-    """Raise ``NotADirectoryError`` (one line) when ``path`` or one of its parents is a regular file."""
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(f"{key}={path}: {p} is a file, not a folder")
-            return
-
-
-def read_lock(folder: str | Path) -> dict | None:
-    """The lock of ``folder`` (``{"pid", "host", "started"}``) or None."""
-    f = Path(folder) / LOCK_NAME
-    try:
-        return json.loads(f.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"pid": None, "host": None, "started": None}  # unreadable: treated as held
-
-
-def lock_is_live(info: dict) -> bool:
-    """Whether the process holding a lock may still run (another host's process cannot be checked, except
-    that a SLURM job requeued after pre-emption has outlived the lock its earlier start left behind)."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if job and info.get("slurm_job") == job and info.get("pid") != os.getpid():
-        return False
-    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
-        return True
-    try:
-        os.kill(info["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def results_in(folder: Path) -> list[str]:
-    """Names of run results present in ``folder`` (empty folders such as ``predictions/`` do not count)."""
-    found = []
-    for name in RESULTS:
-        p = folder / name
-        if p.is_file() or (p.is_dir() and any(p.iterdir())):
-            found.append(name)
-    return found
-
-
-def check_run_folder(folder: str | Path, *, overwrite: bool = False, resume=None, key="hydra.run.dir") -> str:
-    """Decide whether a run may start in ``folder``: ``"new"``, ``"resume"`` or ``"overwrite"``.
-
-    Raises:
-        NotADirectoryError: ``folder`` lies under a regular file.
-        FileExistsError: ``folder`` holds a finished run or a live lock (the message says what to do).
-    """
-    folder = Path(folder)
-    check_not_under_file(folder, key)
-    if not folder.exists():
-        return "new"
-    lock = read_lock(folder)
-    if lock is not None and lock_is_live(lock):
-        raise FileExistsError(
-            f"{folder}: a run is in progress there (pid {lock.get('pid')} on {lock.get('host')}, since "
-            f"{lock.get('started')}; lock {folder / LOCK_NAME}); give another {key}, or delete the lock if "
-            "that process is gone"
-        )
-    found = results_in(folder)
-    if not found:
-        return "new"
-    if resume and (str(resume) == "auto" or Path(str(resume)).resolve().parent == folder.resolve()):
-        return "resume"  # auto: this folder's checkpoint_last.pth (a requeued or restarted job)
-    if overwrite:
-        log.warning(
-            "%s: overwrite=true: results of the earlier run there (%s) may be replaced", folder, found
-        )
-        return "overwrite"
-    raise FileExistsError(
-        f"{folder}: holds an earlier run ({', '.join(found[:3])}); continue it with "
-        f"trainer.resume={folder / 'checkpoint_last.pth'}, or give a new {key} (overwrite=true replaces it)"
-    )
-
-
-def check_output_folder(folder: str | Path, *, overwrite: bool, key: str = "output_dir") -> None:
-    """``inference_3d.py``'s rule: an ``output_dir`` holding any file is refused unless ``overwrite=true``."""
-    folder = Path(folder)
-    if folder.is_dir() and not overwrite:
-        files = [p for p in folder.rglob("*") if p.is_file()]
-        if files:
-            raise FileExistsError(
-                f"{folder}: {key} already holds {len(files)} file(s) of an earlier run (e.g. {files[0].name}); "
-                f"give another {key} or overwrite=true"
-            )
-
-
-class RunLock:
-    """``.run.lock`` in a run folder while the run lives: created exclusively, removed at exit."""
-
-    def __init__(self, folder: str | Path):
-        self.path = Path(folder) / LOCK_NAME
-        self.held = False
-
-    def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        if os.environ.get("SLURM_JOB_ID"):
-            info["slurm_job"] = os.environ["SLURM_JOB_ID"]
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                old = read_lock(self.path.parent)
-                if old is not None and lock_is_live(old):
-                    raise FileExistsError(
-                        f"{self.path.parent}: a run is in progress there (pid {old.get('pid')} on "
-                        f"{old.get('host')}; lock {self.path})"
-                    ) from None
-                log.warning(
-                    "%s: stale lock of pid %s removed (that process is gone)", self.path, old.get("pid")
-                )
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
-            self.held = True
-            atexit.register(self.release)
-            return self
-        raise FileExistsError(f"{self.path}: could not take the run lock")
-
-    def release(self) -> None:
-        if self.held:
-            info = read_lock(self.path.parent)
-            if info is not None and info.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
+log = logging.getLogger(__name__)
 
 
 def _is_main_process() -> bool:

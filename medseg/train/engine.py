@@ -29,20 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from medseg.eval.tables import append_csv, write_csv
+from medseg.train.checkpoint import CKPT_FORMAT, atomic_torch_save, resume_training, training_state  # noqa: F401
 from medseg.train.distributed import wrap_for_training
 from medseg.train.optim import build_optimizer, build_scheduler
 from medseg.train.preemption import PreemptionGuard
 from medseg.train.run_outputs import RunOutputs
-from medseg.train.runtime import DistInfo, atomic_torch_save, rng_state, set_rng_state
+from medseg.train.runtime import DistInfo
 from medseg.train.sampling import SeededSamples, epoch_batches
-from medseg.eval.tables import append_csv, write_csv
 
 log = logging.getLogger(__name__)
 
-CKPT_FORMAT = "sam2-medical/1"
 
 
 class TrainingError(RuntimeError):
@@ -109,68 +109,16 @@ class Engine(RunOutputs):
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        return {
-            "format": CKPT_FORMAT,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "epoch_progress": self.epoch_progress,
-            "step": self.step,
-            "rng": rng_state(),
-            "best": dict(self.best),
-            "history": list(self.history),
-            "config": OmegaConf.to_container(self.cfg, resolve=False),
-            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
-            **self.extra_state,
-        }
+        return training_state(self)
 
     def save(self, name: str, *, weights_only: bool = False):
-        """Write a checkpoint. ``weights_only`` keeps the model and run metadata but not the optimizer,
-        scheduler, scaler and RNG state (``checkpoint_best.pth``: a third of the size; resume uses
-        ``checkpoint_last.pth``)."""
+        """Write a checkpoint (:mod:`medseg.train.checkpoint`). ``weights_only`` keeps the model and run
+        metadata but not the optimizer, scheduler, scaler and RNG state (``checkpoint_best.pth``)."""
         if self.dist.is_main:
-            state = self.state()
-            if weights_only:
-                for key in ("optimizer", "scheduler", "scaler", "rng"):
-                    state.pop(key, None)
-            atomic_torch_save(state, self.out_dir / name)
+            atomic_torch_save(training_state(self, weights_only=weights_only), self.out_dir / name)
 
     def resume(self, path: str | Path):
-        from sam2_train.checkpoint import CheckpointError, read_checkpoint
-
-        ck = read_checkpoint(path)
-        if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
-            what = (
-                "holds weights only"
-                if ck.get("format") == CKPT_FORMAT
-                else "is not a training checkpoint of this suite"
-            )
-            raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
-        from medseg.run.config_check import check_resume_model
-
-        check_resume_model(ck.get("model_cfg"), self.extra_state.get("model_cfg"), path)
-        missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}: model keys do not match this config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
-        self.epoch, self.batch_in_epoch, self.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
-        self.epoch_progress = ck.get("epoch_progress")
-        self.best = ck["best"]
-        self.history = list(ck.get("history", []))
-        set_rng_state(ck["rng"])
-        if hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(ck.get("task", {}))
-        log.info(
-            "resumed from %s at epoch %d, batch %d of it, step %d",
-            *(path, self.epoch, self.batch_in_epoch, self.step),
-        )
+        resume_training(self, path)
 
     # ------------------------------------------------------------------ loop
     def _loader(self, batches: list[list[int]], epoch: int):

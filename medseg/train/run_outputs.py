@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from medseg.train.runtime import atomic_write_text
 from medseg.eval.tables import append_csv, keep_rows, read_csv, write_csv
+from medseg.train.runtime import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from medseg.data.datasets.base import CaseDataset
 from medseg.data.datasets.refuge import split_from_folder
-from medseg.errors import DataError
 from medseg.data.io import Geometry, read_image, read_label, stem_of
+from medseg.errors import DataError
 
 BTCV_ORGANS = (
     "spleen",

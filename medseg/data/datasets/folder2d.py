@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets.base import CaseDataset, list_files
-from medseg.errors import DataError
 from medseg.data.io import IMAGE_EXT, read_image, read_label, stem_of, suffix_of
+from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
 MASK_MODES = ("auto", "binary", "ids")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from medseg.data.datasets.folder2d import Folder2DDataset
-from medseg.errors import DataError
 from medseg.data.io import stem_of
+from medseg.errors import DataError
 
 
 class KvasirDataset(Folder2DDataset):

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 
 from medseg.data.datasets.base import CaseDataset
-from medseg.errors import DataError
 from medseg.data.io import geometry_mismatch, read_image, read_label, stem_of
+from medseg.errors import DataError
 
 
 class NnUNetDataset(CaseDataset):

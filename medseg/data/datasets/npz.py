@@ -12,8 +12,8 @@ import numpy as np
 
 from medseg.data.datasets.base import CaseDataset
 from medseg.data.datasets.refuge import split_from_folder
-from medseg.errors import DataError
 from medseg.data.io import Geometry
+from medseg.errors import DataError
 
 
 class NpzDataset(CaseDataset):

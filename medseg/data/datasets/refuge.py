@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets.base import CaseDataset
-from medseg.errors import DataError
 from medseg.data.io import read_image, read_label
+from medseg.errors import DataError
 
 N_RATERS = 7
 TARGETS = {"cup": {1: "cup"}, "disc": {1: "disc"}, "both": {1: "disc", 2: "cup"}}

@@ -1,0 +1,192 @@
+"""The one checkpoint module: the format of our files, the training state they hold, atomic writing, safe
+reading, strict weight loading and resuming. Used by the engine, every model family and inference.
+
+Format (``CKPT_FORMAT``): a ``torch.save`` dict of plain containers and tensors (``weights_only=True``
+loadable) with ``format``, ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``,
+``batch_in_epoch``, ``epoch_progress``, ``step``, ``rng``, ``best``, ``history``, ``config`` (unresolved),
+``task`` (task state, e.g. a memory bank), plus the run's extras (``model_cfg``, ``splits``, ``weights``,
+``eval_protocol``). ``checkpoint_best.pth`` drops optimizer, scheduler, scaler and RNG state.
+
+Safety: every file a user passes is sniffed first (:mod:`medseg.train.pickle_guard`: a text file or another
+non-torch file is named as such) and loaded with ``weights_only=True`` (a pickle that needs code is refused).
+Every failure is one :class:`CheckpointError` line that names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "sam2-medical/1"
+TRAINING_ONLY = ("optimizer", "scheduler", "scaler", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message is one line naming the file."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file with ``weights_only=True``; one clear error per failure mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    from medseg.train.pickle_guard import UnsafeFileError, sniff_torch_file
+
+    try:
+        sniff_torch_file(path)
+    except UnsafeFileError as e:  # e.g. a text file: torch's own error would not name it
+        raise CheckpointError(str(e)) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Unsupported global" in str(e) or "GLOBAL " in str(e):
+            raise CheckpointError(
+                f"{path}: refused: the file is a pickle that needs code to load (weights_only=True); "
+                f"only tensors/containers are accepted ({first[:160]})"
+            ) from None
+        reason = next(
+            (
+                ln.strip()
+                for ln in str(e).splitlines()
+                if "load key" in ln or "truncated" in ln or "Unsupported operand" in ln
+            ),
+            first,
+        )
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({msg[:160]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"{path}: expected a dict with a 'model' state dict, found {type(obj).__name__}"
+        )
+    return obj
+
+
+def state_dict_of(obj: dict, path: str | Path) -> dict:
+    sd = obj.get("model", obj)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: no 'model' state dict of tensors in this checkpoint")
+    return sd
+
+
+def load_state_strict(model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model") -> None:
+    """``load_state_dict(strict=True)`` with one line naming ``path`` and the first mismatching keys."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: keys do not match {what} ({len(missing)} missing, first {missing[:3]}; "
+            f"{len(unexpected)} unexpected, first {unexpected[:3]})"
+        )
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A kill at any moment leaves either the old file or the new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free / 2**30
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OSError(
+            f"{path}: could not write the checkpoint ({first[:200]}); {free:.2f} GiB free in {path.parent}"
+            + (f"; the previous {path.name} is untouched" if path.exists() else "")
+        ) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+RESUME_KEYS = ("name", "variant", "image_size")  # what a checkpoint's model must share with the config
+
+
+def check_resume_model(saved: dict | None, current: dict | None, path) -> None:
+    """Refuse resuming ``path`` (its ``model_cfg`` = ``saved``) under a different model config.
+
+    Raises:
+        ValueError: ``<path>: model.<key> is X but the checkpoint was trained with Y``.
+    """
+    saved, current = saved or {}, current or {}
+    for key in RESUME_KEYS:
+        if key in saved and key in current and str(saved[key]) != str(current[key]):
+            raise ValueError(
+                f"{path}: model.{key}={current[key]} but this checkpoint was trained with "
+                f"model.{key}={saved[key]}; resume with the run's settings (or start a new run from its weights)"
+            )
+
+
+def training_state(engine, *, weights_only: bool = False) -> dict:
+    """The checkpoint dict of an :class:`~medseg.train.engine.Engine` at its current position."""
+    state = {
+        "format": CKPT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in engine.model.state_dict().items()},
+        "optimizer": engine.optimizer.state_dict(),
+        "scheduler": engine.scheduler.state_dict(),
+        "scaler": engine.scaler.state_dict(),
+        "epoch": engine.epoch,
+        "batch_in_epoch": engine.batch_in_epoch,
+        "epoch_progress": engine.epoch_progress,
+        "step": engine.step,
+        "rng": rng_state(),
+        "best": dict(engine.best),
+        "history": list(engine.history),
+        "config": OmegaConf.to_container(engine.cfg, resolve=False),
+        "task": engine.task.state_dict() if hasattr(engine.task, "state_dict") else {},
+        **engine.extra_state,
+    }
+    if weights_only:
+        for key in TRAINING_ONLY:
+            state.pop(key, None)
+    return state
+
+
+def resume_training(engine, path: str | Path) -> None:
+    """Restore an engine from a run's ``checkpoint_last.pth``: weights, optimizer, scheduler, scaler, position
+    (epoch, batch inside it), best, history, RNG and task state. Refuses weights-only files, other files and
+    a checkpoint of another model (name, variant, image size)."""
+    ck = read_checkpoint(path)
+    if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
+        what = "holds weights only" if ck.get("format") == CKPT_FORMAT else "is not a training checkpoint of this suite"
+        raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+    check_resume_model(ck.get("model_cfg"), engine.extra_state.get("model_cfg"), path)
+    load_state_strict(engine.model, ck["model"], path, "this config's model")
+    engine.optimizer.load_state_dict(ck["optimizer"])
+    engine.scheduler.load_state_dict(ck["scheduler"])
+    engine.scaler.load_state_dict(ck["scaler"])
+    engine.epoch, engine.batch_in_epoch, engine.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
+    engine.epoch_progress = ck.get("epoch_progress")
+    engine.best = ck["best"]
+    engine.history = list(ck.get("history", []))
+    set_rng_state(ck["rng"])
+    if hasattr(engine.task, "load_state_dict"):
+        engine.task.load_state_dict(ck.get("task", {}))
+    log.info(
+        "resumed from %s at epoch %d, batch %d of it, step %d",
+        *(path, engine.epoch, engine.batch_in_epoch, engine.step),
+    )
+
+
+from medseg.train.runtime import rng_state, set_rng_state  # noqa: E402  (runtime imports nothing from here)
