@@ -9,8 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from func_3d.exact import propagate_one_by_one
 from func_3d.prompts import FramePrompts
-from func_3d.propagate import propagate, propagate_one_by_one
+from func_3d.propagate import propagate
 from medseg.data.prompts import PromptConfig, prompts_3d
 
 
@@ -121,7 +122,7 @@ def segment_volume(
 
     Low-resolution logits are resized straight to the input's (H, W), as Meta's predictor does; a voxel
     takes the object with the highest logit above ``threshold``. ``exact`` tracks the objects one after
-    another with one-frame encoder calls (:func:`~func_3d.propagate.propagate_one_by_one`): Meta's
+    another with one-frame encoder calls (:func:`~func_3d.exact.propagate_one_by_one`): Meta's
     predictor voxel for voxel, several times slower.
     """
     D = images.shape[0]

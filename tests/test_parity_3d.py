@@ -224,7 +224,7 @@ def test_batched_equals_one_object_at_a_time(models, volume):
 def test_one_by_one_mode_is_bit_identical_to_predictor(models, volume, jpeg_dir, fp32_memory):
     """``propagate_one_by_one`` (segment_volume(exact=True), func_3d.exact_parity): the predictor's order,
     so the same floating-point operations: logits equal to the last bit, not just within 1e-4."""
-    from func_3d.propagate import propagate_one_by_one
+    from func_3d.exact import propagate_one_by_one
 
     base, predictor = models
     meta, prompts, order = multi_object_prompts()

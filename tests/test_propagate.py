@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
@@ -178,8 +177,9 @@ def test_eval_memory_pruning_is_exact(model, monkeypatch):
     long = synthetic_volume(48, S, seed=1)
     prompts = {8: FramePrompts(boxes=torch.tensor([[8.0, 14.0, 30.0, 38.0], [30.0, 28.0, 58.0, 52.0]]))}
     pruned = propagate(model, long, prompts, N_OBJ, both_directions=True)
-    engine = sys.modules["func_3d.propagate"]  # the package attribute is the function of that name
-    monkeypatch.setattr(engine._Propagator, "prune", lambda self, o, t, start: None)
+    from func_3d.propagator import Propagator
+
+    monkeypatch.setattr(Propagator, "prune", lambda self, o, t, start: None)
     kept = propagate(model, long, prompts, N_OBJ, both_directions=True)
     assert pruned.valid.all() and torch.equal(pruned.logits, kept.logits)
 
