@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, image_keys
 from func_2d.sam2_image import decode_objects, encode_images, upsample
 from medseg.data.batch import ImageBatch
+from medseg.data.prompts import PromptConfig
 from medseg.data.samples import RunContext
 from medseg.eval.evaluation import EvalProtocol, evaluate_2d
 
@@ -41,7 +42,7 @@ class SAM2ImageTask:
         f = cfg.func_2d
         self.multimask = bool(f.multimask_output)
         self.threshold = float(f.threshold)
-        self.prompt_type = str(cfg.prompt.type)
+        self.prompt_kind = PromptConfig.from_cfg(cfg.prompt).kind
         self.loss_fn = instantiate(cfg.loss)
         self.bank = (
             MemoryBank(int(f.bank_size), int(f.get("bank_k", 4)), float(f.bank_min_iou))
@@ -52,7 +53,7 @@ class SAM2ImageTask:
         self.collate = ctx.collate
         self.eval_protocol = EvalProtocol.from_cfg(cfg)
         self.classes = sorted(int(k) for k in ctx.label_names if int(k) > 0)
-        self.class_prompts = self.prompt_type == "none" and len(self.classes) > 1
+        self.class_prompts = self.prompt_kind.automatic and len(self.classes) > 1
 
     def prepare_model(self, model) -> None:
         """Automatic mode with several classes: the model needs one learned prompt per class
@@ -83,17 +84,17 @@ class SAM2ImageTask:
     # ------------------------------------------------------------------ forward
     def _prompts(self, batch: ImageBatch) -> dict:
         """The prompt tensors this run uses (ImageBatch always carries all of them, zero when unused)."""
-        kind = self.prompt_type
+        kind = self.prompt_kind
         return {
-            "boxes": batch.boxes if kind == "box" else None,
+            "boxes": batch.boxes if kind.box else None,
             "points": batch.points if batch.points.shape[1] else None,
             "point_labels": batch.point_labels if batch.points.shape[1] else None,
-            "mask_inputs": batch.mask_prompts[:, None] if kind == "mask" else None,
+            "mask_inputs": batch.mask_prompts[:, None] if kind.mask else None,
         }
 
     def _use_multimask(self, batch: ImageBatch) -> bool:
         """SAM's rule: three masks when the prompt is ambiguous (no prompt or a single click)."""
-        if not self.multimask or self.prompt_type in ("box", "mask"):
+        if not self.multimask or self.prompt_kind.unambiguous:
             return False
         n_clicks = (
             int((batch.point_labels >= 0).sum(1).max())

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from func_3d.task import refuse_automatic_3d, volume_pictures, volume_prompts
 from func_3d.volume import VolumePrompts, segment_volume
 from medseg.data.datasets import build_dataset
+from medseg.data.prompts import KINDS
 from medseg.data.splits import resolve_splits
 from medseg.data.transforms import build_transform
 from medseg.data.writers import write_like
@@ -252,7 +253,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             model,
             s["image"],
             vp,
-            protocol.prompt.type if file_prompts is None else "box",
+            protocol.prompt.kind if file_prompts is None else KINDS["box"],  # file prompts: boxes and/or clicks
             (H, W),
             threshold=float(f3.threshold),
             offload=bool(f3.offload),

@@ -106,7 +106,7 @@ class ClipSamples:
         return {
             "image": s["image"],
             "masks": masks,
-            "prompts": frame_prompts(vp, self.prompt_cfg.type, lab.shape[-1]),
+            "prompts": frame_prompts(vp, self.prompt_cfg.kind, lab.shape[-1]),
             "obj_ids": ids,
             "case_id": str(case["case_id"]),
         }
@@ -187,7 +187,7 @@ class SAM2VideoTask:
 
 def refuse_automatic_3d(prompt_cfg) -> None:
     """One clear line instead of a failure deep inside propagation: 3D needs a prompt on a key slice."""
-    if str(prompt_cfg.type) == "none":
+    if PromptConfig.from_cfg(prompt_cfg).kind.automatic:
         raise ValueError(
             "prompt=none (automatic mode) is 2D only: 3D propagation starts from a prompt on a key slice; "
             "use prompt=box, prompt=click or prompt=mask (or train_2d.py for automatic mode)"
@@ -219,7 +219,7 @@ def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, pro
             model,
             s["image"],
             vp,
-            protocol.prompt.type,
+            protocol.prompt.kind,
             label.shape[1:],
             threshold=float(f3.threshold),
             offload=bool(f3.offload),

@@ -117,14 +117,14 @@ def collate_sam2_2d(
         spacing.append([float(sp[-2]), float(sp[-1])])
         lab_np = lab.numpy()
         declared = {int(i) for i in (s.get("label_names") or {}) if int(i) > 0}
-        if cfg.type == "none":  # automatic mode: every declared class, whatever the reference holds
+        if cfg.kind.automatic:  # automatic mode: every declared class, whatever the reference holds
             ids = declared or set(np.unique(lab_np).tolist()) - {0}
         else:
             ids = set(np.unique(lab_np).tolist()) - {0}
             if cfg.empty == "negative":
                 ids |= declared
         for oid in sorted(ids):
-            if cfg.type == "none":  # no prompt: the object is kept even where the reference is empty
+            if cfg.kind.automatic:  # no prompt: the object is kept even where the reference is empty
                 m = lab_np == oid
                 objs.append(
                     {

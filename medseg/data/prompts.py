@@ -26,9 +26,69 @@ from scipy.ndimage import distance_transform_edt
 from medseg.data.datasets.base import to_plain
 from medseg.errors import DataError
 
-PROMPT_TYPES = ("box", "click", "mask", "none")
 EMPTY_MODES = ("skip", "negative")
 KEY_SLICE = ("largest", "middle")
+
+
+class PromptKind:
+    """What one prompt type means to every consumer: what it draws from a reference mask and which inputs
+    reach the model. Made once from ``prompt.type`` (:attr:`PromptConfig.kind`); no other code compares
+    the type string. To add a prompt type, subclass this and register an instance in :data:`KINDS`."""
+
+    name = ""
+    box = False  # a box reaches the prompt encoder
+    clicks = False  # clicks are drawn (prompt.n_pos / n_neg)
+    mask = False  # the reference mask is the (dense) prompt
+    automatic = False  # no prompt: every declared class is predicted
+    unambiguous = False  # one mask suffices (box, mask); otherwise SAM's multimask rule applies
+
+    def draw(self, out: dict, mask: np.ndarray, cfg: PromptConfig, rng: np.random.Generator) -> None:
+        """Fill the prompt dict ``out`` (see :func:`object_prompt`) for a non-empty ``mask``."""
+
+    def describe(self, cfg: PromptConfig, jittered: bool) -> list[str]:
+        """Parts of the evaluation protocol's id (:meth:`medseg.eval.evaluation.EvalProtocol.id`)."""
+        return [self.name]
+
+
+class BoxKind(PromptKind):
+    name, box, unambiguous = "box", True, True
+
+    def draw(self, out, mask, cfg, rng):
+        out["box"] = box_from_mask(mask, cfg.jitter_px, cfg.jitter_frac, rng)
+
+    def describe(self, cfg, jittered):
+        return ["box", f"jitter{cfg.jitter_px:g}px+{cfg.jitter_frac:g}" if jittered else "tight"]
+
+
+class ClickKind(PromptKind):
+    name, clicks = "click", True
+
+    def draw(self, out, mask, cfg, rng):
+        out["points"], out["point_labels"] = clicks_from_mask(mask, cfg.n_pos, cfg.n_neg, rng)
+
+    def describe(self, cfg, jittered):
+        return ["click", f"{cfg.n_pos}pos{cfg.n_neg}neg"]
+
+
+class MaskKind(PromptKind):
+    name, mask, unambiguous = "mask", True, True
+
+    def draw(self, out, mask, cfg, rng):
+        out["mask_prompt"] = mask.astype(np.float32)
+
+    def describe(self, cfg, jittered):
+        return ["mask", "reference"]
+
+
+class NoPromptKind(PromptKind):
+    name, automatic = "none", True
+
+    def describe(self, cfg, jittered):
+        return ["none", "declared-classes"]
+
+
+KINDS: dict[str, PromptKind] = {k.name: k for k in (BoxKind(), ClickKind(), MaskKind(), NoPromptKind())}
+PROMPT_TYPES = tuple(KINDS)
 
 
 @dataclass
@@ -53,6 +113,11 @@ class PromptConfig:
         out.validate()
         return out
 
+    @property
+    def kind(self) -> PromptKind:
+        """The strategy of ``type`` (validated)."""
+        return KINDS[self.type]
+
     def validate(self) -> None:
         if self.type not in PROMPT_TYPES:
             raise DataError(f"prompt.type: '{self.type}' is not one of {list(PROMPT_TYPES)}")
@@ -66,7 +131,7 @@ class PromptConfig:
             )
         if self.n_pos < 0 or self.n_neg < 0:
             raise DataError(f"prompt.n_pos/n_neg: must be >= 0, got {self.n_pos}, {self.n_neg}")
-        if self.type == "click" and self.n_pos + self.n_neg == 0:
+        if self.kind.clicks and self.n_pos + self.n_neg == 0:
             raise DataError("prompt.n_pos: click prompts need n_pos + n_neg >= 1")
         if self.freq is not None and int(self.freq) < 0:
             raise DataError(f"prompt.freq: must be >= 0 or null, got {self.freq}")
@@ -164,12 +229,7 @@ def object_prompt(
             return None
         out["points"], out["point_labels"] = clicks_from_mask(mask, 0, max(cfg.n_neg, 1), rng)
         return out
-    if cfg.type == "box":
-        out["box"] = box_from_mask(mask, cfg.jitter_px, cfg.jitter_frac, rng)
-    elif cfg.type == "click":
-        out["points"], out["point_labels"] = clicks_from_mask(mask, cfg.n_pos, cfg.n_neg, rng)
-    elif cfg.type == "mask":
-        out["mask_prompt"] = mask.astype(np.float32)
+    cfg.kind.draw(out, mask, cfg, rng)
     return out
 
 

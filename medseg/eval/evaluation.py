@@ -91,25 +91,14 @@ class EvalProtocol:
 
     @property
     def automatic(self) -> bool:
-        return self.prompt.type == "none"
+        return self.prompt.kind.automatic
 
     def id(self) -> str:
         """Short, complete name of the protocol, e.g. ``box:tight``, ``click:1pos0neg:seed0``."""
         p = self.prompt
-        if p.type == "box":
-            parts = [
-                "box",
-                "tight"
-                if not (self.jitter_px or self.jitter_frac)
-                else f"jitter{self.jitter_px:g}px+{self.jitter_frac:g}",
-            ]
-        elif p.type == "click":
-            parts = ["click", f"{p.n_pos}pos{p.n_neg}neg"]
-        elif p.type == "mask":
-            parts = ["mask", "reference"]
-        else:
-            parts = ["none", "declared-classes"]
-        if p.type in ("click",) or self.jitter_px or self.jitter_frac:
+        jittered = bool(self.jitter_px or self.jitter_frac)
+        parts = p.kind.describe(self.prompt_cfg(), jittered)
+        if p.kind.clicks or jittered:
             parts.append(f"seed{self.seed}")
         if p.empty != "skip":
             parts.append(f"empty-{p.empty}")
@@ -251,7 +240,7 @@ def evaluate_2d(
     limit = limit if limit is not None else ctx.cfg.trainer.get("limit_val_batches")
     n_vis = int(ctx.cfg.get("vis_max_cases", 8))
     classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
-    pt = protocol.prompt.type
+    kind = protocol.prompt.kind
 
     def evaluate_case(i: int) -> CaseResult:
         s = samples.get(i, np.random.default_rng([0, i]))  # no augmentation at evaluation
@@ -272,7 +261,7 @@ def evaluate_2d(
             target, scored, sp = lab.cpu().numpy(), pred.cpu().numpy(), s.get("spacing", (1.0, 1.0, 1.0))
         images = {}
         if vis_dir is not None and i < n_vis:
-            grid = _picture(s, batch, lab, pred, target, scored, samples, pt, classes)
+            grid = _picture(s, batch, lab, pred, target, scored, samples, kind, classes)
             save_png(grid, Path(vis_dir) / f"{s['case_id']}.png")
             images[f"val_images/{s['case_id']}"] = grid
         return CaseResult(
@@ -291,7 +280,7 @@ def evaluate_2d(
     )
 
 
-def _picture(s, batch, lab, pred, target, scored, samples, pt: str, classes: dict) -> np.ndarray:
+def _picture(s, batch, lab, pred, target, scored, samples, kind, classes: dict) -> np.ndarray:
     """image | reference | prediction | prompt drawn on the grid that was scored (the image's own
     resolution, capped by medseg.eval.viz) when the raw image is known, else at the model's input size."""
     from medseg.data.transforms import apply_intensity
@@ -307,9 +296,9 @@ def _picture(s, batch, lab, pred, target, scored, samples, pt: str, classes: dic
         image,
         gt,
         pr,
-        boxes=batch.boxes.cpu().numpy() * [fx, fy, fx, fy] if pt == "box" else None,
-        points=batch.points.cpu().numpy() * [fx, fy] if pt == "click" else None,
-        point_labels=batch.point_labels.cpu().numpy() if pt == "click" else None,
+        boxes=batch.boxes.cpu().numpy() * [fx, fy, fx, fy] if kind.box else None,
+        points=batch.points.cpu().numpy() * [fx, fy] if kind.clicks else None,
+        point_labels=batch.point_labels.cpu().numpy() if kind.clicks else None,
         names=classes if len(classes) > 1 else None,
     )
 
