@@ -1,0 +1,1 @@
+"""Tests of the medseg package, one folder per layer."""
