@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from func_3d.exact import propagate_one_by_one
 from func_3d.prompts import FramePrompts
 from func_3d.propagate import propagate
-from medseg.data.prompts import PromptConfig, prompts_3d
+from medseg.data.prompts import KINDS, PromptConfig, PromptKind, prompts_3d
 
 
 @dataclass
@@ -49,8 +49,9 @@ def prompts_from_label(
     return VolumePrompts({k: by_id[i] for k, i in enumerate(kept)}, kept)
 
 
-def frame_prompts(vp: VolumePrompts, prompt_type: str, size: int) -> dict[int, FramePrompts]:
+def frame_prompts(vp: VolumePrompts, prompt_type, size: int) -> dict[int, FramePrompts]:
     """Convert per-object prompt dicts into per-frame :class:`FramePrompts` for :func:`propagate`."""
+    kind = prompt_type if isinstance(prompt_type, PromptKind) else KINDS[str(prompt_type)]
     O = len(vp.obj_ids)
     frames: dict[int, dict[int, dict]] = {}
     for o, per_z in vp.per_object.items():
@@ -65,11 +66,11 @@ def frame_prompts(vp: VolumePrompts, prompt_type: str, size: int) -> dict[int, F
         masks = torch.zeros(O, size, size)
         mask_valid = torch.zeros(O, dtype=torch.bool)
         for o, p in objs.items():
-            if prompt_type == "mask" and not p.get("empty"):
+            if kind.mask and not p.get("empty"):
                 masks[o] = torch.as_tensor(p["mask_prompt"], dtype=torch.float32)
                 mask_valid[o] = True
                 continue
-            if prompt_type == "box" and not p.get("empty"):
+            if kind.box and not p.get("empty"):
                 boxes[o] = torch.as_tensor(p["box"], dtype=torch.float32)
             k = len(p["point_labels"])
             if k:
