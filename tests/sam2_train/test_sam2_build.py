@@ -13,8 +13,7 @@ import torch
 from sam2_train import VARIANTS, CheckpointError, build_sam2_model, load_sam2_weights
 from sam2_train.checkpoint import guess_variant
 from sam2_train.trainable import PRESETS, apply_trainable, param_groups, trainable_table
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 TOOL = ROOT / "tools" / "compare.py"
 CASES = ["c1", "c2", "c3"]
 H = 32

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,11 +11,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from medseg.train.losses import DiceBCELoss
+from tests.conftest import ROOT
 from traditional_models.resnet50_frozen_decoder import ResNet50FrozenDecoder
 from traditional_models.resnet_box_prompt import ResNetBoxPrompt, rasterize_boxes
 from traditional_models.unet import UNet
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = ROOT / "conf" / "model"
 S = 64
 
 

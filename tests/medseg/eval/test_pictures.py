@@ -12,7 +12,7 @@ from PIL import Image
 from medseg.eval.figures import LAYOUT_KEY, place_labels, read_panels, short_names
 from medseg.eval.viz import PALETTE, panel_grid, save_png
 from tests.conftest import run_entry
-from tests.test_compare import _load_tool, make_run
+from tests.tools.test_compare import _load_tool, make_run
 
 SIZES = ["sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"]
 
@@ -40,7 +40,7 @@ def test_comparison_columns_of_long_prefix_names_are_distinct(tmp_path):
     out = tmp_path / "cmp"
     tool.compare_runs(runs, out)
     grid = np.asarray(Image.open(out / "grids" / "c1.png").convert("RGB"))
-    h = 32  # tests.test_compare draws 32-px panels
+    h = 32  # tests/tools/test_compare.py draws 32-px panels
     head = grid[: grid.shape[0] - h]
     titles = [head[:, j * (h + 2) : j * (h + 2) + h] for j in range(2, 2 + len(SIZES))]
     for a, b in itertools.combinations(titles, 2):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from medseg.eval.sweep import MAX_JOB_DIRNAME, SweepSummaryCallback, job_dirname, summarize_sweep
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,-")
 
 

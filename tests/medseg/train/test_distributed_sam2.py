@@ -1,4 +1,4 @@
-"""The same guarantees as tests/test_distributed.py on the real SAM2 tasks (Hiera-T, 64 px, random init):
+"""The same guarantees as tests/medseg/train/test_distributed.py on the real SAM2 tasks (Hiera-T, 64 px, random init):
 2 processes under torchrun and under ``launcher=submitit_local`` equal 1 process, and a SIGTERM mid-epoch
 followed by ``trainer.resume=auto`` ends with the uninterrupted weights and tables."""
 

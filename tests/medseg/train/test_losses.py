@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ from monai.losses import DiceCELoss as MonaiDiceCELoss
 from omegaconf import OmegaConf
 
 from medseg.train.losses import DiceBCELoss, DiceCELoss, SAM2Loss
+from tests.conftest import ROOT
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF = ROOT / "conf" / "loss"
 BIG = 100.0  # sigmoid(100) == 1 in float32: soft Dice equals hard Dice
 
 

@@ -1,1 +1,0 @@
-"""Tests of func_3d/."""
