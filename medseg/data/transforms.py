@@ -34,24 +34,51 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {  # level/width -> [lo, hi] HU
     "bone": (-500.0, 1300.0),
     "brain": (0.0, 80.0),
 }
-MODALITIES = ("ct", "mri", "rgb", "minmax", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def parse_intensity(cfg: Any, key: str = "dataset.intensity") -> dict:
-    """Validate an intensity config; returns {"modality", "window": (lo, hi) | None, "percentile"}."""
-    cfg = dict(to_plain(cfg) or {})
-    modality = str(cfg.get("modality", "rgb")).lower()
-    if modality not in MODALITIES:
-        raise DataError(f"{key}.modality: '{modality}' is not one of {list(MODALITIES)}")
-    out = {"modality": modality, "window": None, "percentile": None}
-    if modality == "ct":
+class Intensity:
+    """Raw values -> float32 [0, 1] for one modality (``dataset.intensity``). Made once by
+    :func:`parse_intensity`; no other code looks at the modality name. Subclasses: :class:`CTWindow`,
+    :class:`MRIPercentile`, :class:`RGB255`, :class:`MinMax`, :class:`Clip01`, :class:`FixedWindow`.
+
+    ``case_window(image)`` gives the whole-case statistics of a case-dependent mapping as a
+    :class:`FixedWindow` (a training clip of a few slices must use the case's numbers, not its own, to
+    match validation on the whole volume), or None when the mapping does not depend on the case.
+    """
+
+    modality = ""
+    window: tuple[float, float] | None = None
+    percentile: tuple[float, float] | None = None
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def case_window(self, image: np.ndarray) -> FixedWindow | None:
+        return None
+
+    def __getitem__(self, key: str):  # read like the old {"modality", "window", "percentile"} spec
+        return getattr(self, key)
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({vars(self)})"
+
+
+class CTWindow(Intensity):
+    """``modality: ct``: clip to a HU window (``window: abdomen|...`` or ``[lo, hi]``) and scale."""
+
+    modality = "ct"
+
+    def __init__(self, cfg: dict, key: str):
         w = cfg.get("window", "abdomen")
         if isinstance(w, str):
             if w.lower() not in CT_WINDOWS:
                 raise DataError(f"{key}.window: '{w}' is not one of {sorted(CT_WINDOWS)} or [lo, hi]")
-            out["window"] = CT_WINDOWS[w.lower()]
+            self.window = CT_WINDOWS[w.lower()]
         else:
             try:
                 lo, hi = (float(v) for v in w)
@@ -59,8 +86,19 @@ def parse_intensity(cfg: Any, key: str = "dataset.intensity") -> dict:
                 raise DataError(f"{key}.window: expected a name or [lo, hi], got {w!r}") from exc
             if not hi > lo:
                 raise DataError(f"{key}.window: need lo < hi, got [{lo}, {hi}]")
-            out["window"] = (lo, hi)
-    if modality == "mri":
+            self.window = (lo, hi)
+
+    def apply(self, x):
+        lo, hi = self.window
+        return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+class MRIPercentile(Intensity):
+    """``modality: mri``: clip to ``percentile: [lo, hi]`` of the case, z-score, then min-max to [0, 1]."""
+
+    modality = "mri"
+
+    def __init__(self, cfg: dict, key: str):
         p = cfg.get("percentile", [0.5, 99.5])
         try:
             lo, hi = (float(v) for v in p)
@@ -68,49 +106,100 @@ def parse_intensity(cfg: Any, key: str = "dataset.intensity") -> dict:
             raise DataError(f"{key}.percentile: expected [lo, hi], got {p!r}") from exc
         if not 0 <= lo < hi <= 100:
             raise DataError(f"{key}.percentile: need 0 <= lo < hi <= 100, got [{lo}, {hi}]")
-        out["percentile"] = (lo, hi)
-    return out
+        self.percentile = (lo, hi)
 
-
-def apply_intensity(image: np.ndarray, spec: dict) -> np.ndarray:
-    """Map raw values to float32 [0, 1] following a :func:`parse_intensity` spec."""
-    x = np.asarray(image, np.float32)
-    m = spec["modality"]
-    if m == "ct":
-        lo, hi = spec["window"]
-        return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    if m == "mri":
-        lo, hi = np.percentile(x, spec["percentile"])
+    def apply(self, x):
+        lo, hi = np.percentile(x, self.percentile)
         x = np.clip(x, lo, hi)
         x = (x - x.mean()) / (x.std() + 1e-8)
         return _minmax(x)
-    if m == "window":  # a fixed window from volume_window: 0 where the case is constant
-        lo, hi = spec["window"]
+
+    def case_window(self, image):
+        lo, hi = np.percentile(np.asarray(image, np.float32), self.percentile)
+        return FixedWindow((float(lo), float(hi)))
+
+
+class RGB255(Intensity):
+    """``modality: rgb``: /255 (also grey uint8 images, e.g. BTCV jpgs and MedSAM2 npz)."""
+
+    modality = "rgb"
+
+    def __init__(self, cfg: dict | None = None, key: str = ""):
+        pass
+
+    def apply(self, x):
+        return np.clip(x / 255.0, 0.0, 1.0)
+
+
+class MinMax(Intensity):
+    """``modality: minmax``: per-case min-max."""
+
+    modality = "minmax"
+
+    def __init__(self, cfg: dict | None = None, key: str = ""):
+        pass
+
+    def apply(self, x):
+        return _minmax(x)
+
+    def case_window(self, image):
+        x = np.asarray(image, np.float32)
+        return FixedWindow((float(x.min()), float(x.max())))
+
+
+class Clip01(Intensity):
+    """``modality: none``: values already in [0, 1] (clipped)."""
+
+    modality = "none"
+
+    def __init__(self, cfg: dict | None = None, key: str = ""):
+        pass
+
+    def apply(self, x):
+        return np.clip(x, 0.0, 1.0)
+
+
+class FixedWindow(Intensity):
+    """A fixed linear window (a case's statistics, from :meth:`Intensity.case_window`); 0 where the case
+    is constant."""
+
+    modality = "window"
+
+    def __init__(self, window: tuple[float, float]):
+        self.window = (float(window[0]), float(window[1]))
+
+    def apply(self, x):
+        lo, hi = self.window
         if hi - lo < 1e-8:
             return np.zeros_like(x)
         return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    if m == "rgb":
-        return np.clip(x / 255.0, 0.0, 1.0)
-    if m == "minmax":
-        return _minmax(x)
-    return np.clip(x, 0.0, 1.0)
 
 
-def volume_window(image: np.ndarray, spec: dict) -> dict | None:
-    """The whole-case statistics of a case-dependent intensity spec as a fixed window.
+INTENSITIES: dict[str, type[Intensity]] = {
+    c.modality: c for c in (CTWindow, MRIPercentile, RGB255, MinMax, Clip01)
+}
+MODALITIES = tuple(INTENSITIES)
 
-    ``mri`` (percentile clip, z-score, min-max) and ``minmax`` are linear maps of the case's values fixed
-    by two numbers of the whole case (the percentiles, or min and max); a training clip of a few slices
-    must use the case's numbers, not its own, to match validation on the whole volume. Returns a spec
-    ``{"modality": "window", "window": (lo, hi)}`` for :func:`apply_intensity`, or None when the spec
-    does not depend on the case (CT windows, RGB, none).
-    """
-    m = spec["modality"]
-    if m not in ("mri", "minmax"):
-        return None
-    x = np.asarray(image, np.float32)
-    lo, hi = np.percentile(x, spec["percentile"]) if m == "mri" else (x.min(), x.max())
-    return {"modality": "window", "window": (float(lo), float(hi)), "percentile": None}
+
+def parse_intensity(cfg: Any, key: str = "dataset.intensity") -> Intensity:
+    """The :class:`Intensity` of a ``dataset.intensity`` config (validated; errors name ``key``)."""
+    if isinstance(cfg, Intensity):
+        return cfg
+    cfg = dict(to_plain(cfg) or {})
+    modality = str(cfg.get("modality", "rgb")).lower()
+    if modality not in INTENSITIES:
+        raise DataError(f"{key}.modality: '{modality}' is not one of {list(MODALITIES)}")
+    return INTENSITIES[modality](cfg, key)
+
+
+def apply_intensity(image: np.ndarray, spec: Intensity) -> np.ndarray:
+    """Map raw values to float32 [0, 1] with ``spec`` (an :class:`Intensity`)."""
+    return parse_intensity(spec).apply(np.asarray(image, np.float32))
+
+
+def volume_window(image: np.ndarray, spec: Intensity) -> FixedWindow | None:
+    """:meth:`Intensity.case_window` of a whole case (None for CT windows, RGB, none)."""
+    return parse_intensity(spec).case_window(image)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
