@@ -103,3 +103,24 @@ def test_bad_intensity_config():
         build_transform({"modality": "ct", "window": "abdomn"}, 32)
     with pytest.raises(DataError, match="dataset.intensity.modality"):
         build_transform({"modality": "pet"}, 32)
+
+
+def test_intensity_is_a_strategy_made_once_from_the_modality():
+    """Issue 16: the modality name is read once (parse_intensity); the objects do the mapping."""
+    import re
+
+    from medseg.data.transforms import INTENSITIES, Intensity, volume_window
+    from tests.conftest import ROOT
+
+    x = np.linspace(-200, 300, 50, dtype=np.float32).reshape(5, 10)
+    for name, cls in INTENSITIES.items():
+        spec = parse_intensity({"modality": name})
+        assert isinstance(spec, cls) and isinstance(spec, Intensity)
+        y = spec.apply(x if name != "none" else x / 300)
+        assert y.dtype == np.float32 and 0 <= y.min() <= y.max() <= 1
+    mri = parse_intensity({"modality": "mri"})
+    win = volume_window(x, mri)  # the whole case's statistics as a fixed window
+    assert win is not None and win.window[0] < win.window[1]
+    assert volume_window(x, parse_intensity({"modality": "ct"})) is None
+    text = (ROOT / "medseg" / "data" / "transforms.py").read_text(encoding="utf-8")
+    assert not re.search(r"""modality\s*==\s*["']""", text)  # no if-chain on the name
