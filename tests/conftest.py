@@ -6,6 +6,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,6 +62,23 @@ def run_entry(root: str, overrides: list[str], out_dir: Path, *, small: bool = T
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = "3d" if root == "train_3d" else "2d"
     return cfg, run(cfg, mode=mode, task_key="task_3d" if mode == "3d" else "task_2d")
+
+
+def run_cli(
+    script: str | Path, *overrides: object, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python <script> <overrides...>`` as a user would (``train_2d.py``, ``tools/compare.py``, ...):
+    this interpreter, output captured as UTF-8 text (undecodable bytes replaced), ``env`` added to ours."""
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, overrides)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        env={**os.environ, **(env or {}), "PYTHONUTF8": "1"},
+    )
 
 
 def checkpoint_weights(path: Path) -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,6 @@ import torch
 from medseg.run.cli import user_errors_as_one_line
 from medseg.run.rundir import RunFolderCallback
 from tests.conftest import compose_cfg
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_line_exit(fn, capsys, code: int = 1) -> str:
@@ -61,18 +57,6 @@ def finished_run(folder: Path) -> dict[str, bytes]:
     (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,2,0.5\n")
     (folder / "run_summary.json").write_text(json.dumps({"epochs": 1}))
     return snapshot(folder)
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
 
 
 def evil_pickle(path: Path, marker: Path) -> Path:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 from sam2_train import VARIANTS, CheckpointError, build_sam2_model, load_sam2_weights
 from sam2_train.checkpoint import guess_variant
 from sam2_train.trainable import PRESETS, apply_trainable, param_groups, trainable_table
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +160,12 @@ def test_hydra_main_after_importing_sam2_train(tmp_path):
         "    print('VALUE', cfg.value * 2, type(m).__name__)\n"
         "main()\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run(
-        [sys.executable, str(script), f"hydra.run.dir={tmp_path / 'out'}"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
+    r = run_cli(
+        script,
+        f"hydra.run.dir={tmp_path / 'out'}",
         cwd=tmp_path,
         timeout=300,
+        env={"PYTHONPATH": str(ROOT)},
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "VALUE 6 SAM2Base" in r.stdout

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import ROOT, compose_cfg, run_entry
+from tests.conftest import ROOT, compose_cfg, run_cli, run_entry
 
 # study -> (arms, data tree, {config key: expected value} for every arm)
 STUDIES = {
@@ -184,9 +182,9 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
     only (a prediction that is perfect in the image and positive in the padding scores Dice 1)."""
     from types import SimpleNamespace
 
+    from medseg.data.samples import ImageSamples
     from medseg.data.transforms import build_transform
     from medseg.eval.evaluation import evaluate_2d
-    from medseg.data.samples import ImageSamples
 
     label = np.zeros((40, 80), np.int64)
     label[10:30, 20:60] = 1
@@ -253,10 +251,9 @@ STUDY_EXTRA = {
 def test_study_runs_every_arm_and_compares_them(study, data_root, tmp_path):
     arms, tree, _ = STUDIES[study]
     sweep = tmp_path / "sweep"
-    r = subprocess.run(
-        [sys.executable, "train_2d.py", f"experiment={study}", f"dataset.root={data_root / tree}", *TINY,
-         *STUDY_EXTRA[study], f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1800,
+    r = run_cli(
+        "train_2d.py", f"experiment={study}", f"dataset.root={data_root / tree}", *TINY,
+        *STUDY_EXTRA[study], f"hydra.sweep.dir={sweep}", timeout=1800,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if (p / "run_summary.json").is_file())

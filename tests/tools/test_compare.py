@@ -7,14 +7,13 @@ import importlib.util
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 TOOL = ROOT / "tools" / "compare.py"
 CASES = ["c1", "c2", "c3"]
@@ -122,15 +121,7 @@ def make_run(
 
 
 def run_tool(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
-    )
+    return run_cli(TOOL, *args, timeout=120)
 
 
 def test_compare_three_runs(tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, run_cli
 
 spec = importlib.util.spec_from_file_location("from_medical_sam2", ROOT / "tools" / "from_medical_sam2.py")
 fms = sys.modules["from_medical_sam2"] = importlib.util.module_from_spec(spec)
@@ -105,21 +104,16 @@ def test_unknown_flag_is_listed_and_blocks_run(tmp_path):
     assert "trainer.batch_size=2" in tr.commands[0]
     bad = fms.translate("python train_2d.py -net sam -sam_config sam2_hiera_t")
     assert any(u.startswith("-net sam") for u in bad.unknown)
-    p = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "from_medical_sam2.py"),
-            "--run",
-            "--",
-            "python",
-            "train_2d.py",
-            "-sam_config",
-            "sam2_hiera_t",
-            "-warmup",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
+    p = run_cli(
+        str(ROOT / "tools" / "from_medical_sam2.py"),
+        "--run",
+        "--",
+        "python",
+        "train_2d.py",
+        "-sam_config",
+        "sam2_hiera_t",
+        "-warmup",
+        "3",
         cwd=tmp_path,
         timeout=60,
     )

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_entry
+from tests.conftest import run_cli, run_entry
 
 OUTPUTS = ("checkpoint_last.pth", "checkpoint_best.pth", "metrics.csv", "val_cases.csv", "splits.json")
 
@@ -50,20 +50,16 @@ def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
 def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
     """experiment=kvasir_baselines: five arms on one split as a Hydra multirun, then tools/compare.py."""
     import csv
-    import subprocess
-    import sys
 
     from medseg.data import synthetic
-    from tests.conftest import ROOT
 
     root = synthetic.write_kvasir(tmp_path / "kv", n=10, size=64)
     sweep = tmp_path / "sweep"
-    r = subprocess.run(
-        [sys.executable, "train_2d.py", "-m", "experiment=kvasir_baselines", f"dataset.root={root}",
-         "model.image_size=64", "sam2_checkpoint=null", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=2",
-         "trainer.batch_size=2", "trainer.device=cpu", "trainer.num_workers=0", "trainer.progress_bar=false",
-         f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900,
+    r = run_cli(
+        "train_2d.py", "-m", "experiment=kvasir_baselines", f"dataset.root={root}",
+        "model.image_size=64", "sam2_checkpoint=null", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=2",
+        "trainer.batch_size=2", "trainer.device=cpu", "trainer.num_workers=0", "trainer.progress_bar=false",
+        f"hydra.sweep.dir={sweep}", timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     with open(sweep / "comparison" / "comparison.csv", newline="") as f:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -11,19 +10,11 @@ import numpy as np
 from medseg.data import synthetic as S
 from medseg.data.datasets import KvasirDataset, NnUNetDataset
 from medseg.data.verify import verify_dataset
-from tests.data_helpers import ROOT
+from tests.conftest import ROOT, run_cli
 
 
 def _run(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "verify_dataset.py"), *overrides],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_cli("tools/verify_dataset.py", *overrides, timeout=120)
 
 
 def _break(root):

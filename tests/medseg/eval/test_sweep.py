@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from medseg.eval.sweep import MAX_JOB_DIRNAME, SweepSummaryCallback, job_dirname, summarize_sweep
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,-")
 
@@ -107,33 +104,25 @@ def test_multirun_with_a_path_override_writes_flat_job_folders_and_a_summary(dat
     summary was then silently skipped; many overrides made names too long for the file system."""
     sweep = tmp_path / "sweep"
     ckpt = tmp_path / "some" / "deep" / "folder" / "checkpoints" / "sam2.1_hiera_tiny.pt"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train_2d.py",
-            "-m",
-            f"dataset.root={data_root / 'kvasir'}",
-            f"sam2_checkpoint={ckpt}",
-            "optim.lr=1e-4,2e-4",
-            "model.image_size=64",
-            "model.checkpoint=null",
-            "trainer.device=cpu",
-            "trainer.num_workers=0",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=1",
-            "trainer.limit_val_batches=1",
-            "trainer.batch_size=1",
-            "trainer.progress_bar=false",
-            "logger=none",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "train_2d.py",
+        "-m",
+        f"dataset.root={data_root / 'kvasir'}",
+        f"sam2_checkpoint={ckpt}",
+        "optim.lr=1e-4,2e-4",
+        "model.image_size=64",
+        "model.checkpoint=null",
+        "trainer.device=cpu",
+        "trainer.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.batch_size=1",
+        "trainer.progress_bar=false",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # 64 px: one thread is as fast and robust to a busy CPU
+        env={"OMP_NUM_THREADS": "1"},  # 64 px: one thread is as fast and robust to a busy CPU
     )
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sorted(p.parent for p in sweep.rglob("run_summary.json"))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, ROOT, compose_cfg
+from tests.conftest import CONF, ROOT, compose_cfg, run_cli
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("local",))
 THREE_D = {"btcv_organs", "btcv_one_prompt", "nnunet_multiorgan"}
@@ -179,30 +178,22 @@ def test_train_slurm_script_maps_models(tmp_path):
 
 def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path):
     sweep = tmp_path / "sweep"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train_3d.py",
-            "-m",
-            "model=sam2.1_hiera_t,sam2_hiera_t",
-            f"dataset.root={data_root / 'nnunet'}",
-            "model.image_size=64",
-            "model.checkpoint=null",
-            "trainer.device=cpu",
-            "trainer.num_workers=0",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=1",
-            "trainer.limit_val_batches=1",
-            "trainer.batch_size=1",
-            "func_3d.video_length=3",
-            "trainer.progress_bar=false",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "train_3d.py",
+        "-m",
+        "model=sam2.1_hiera_t,sam2_hiera_t",
+        f"dataset.root={data_root / 'nnunet'}",
+        "model.image_size=64",
+        "model.checkpoint=null",
+        "trainer.device=cpu",
+        "trainer.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.batch_size=1",
+        "func_3d.video_length=3",
+        "trainer.progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +14,7 @@ import torch
 
 from medseg.errors import DataError
 from medseg.eval.tables import read_csv as _rows
-from tests.conftest import ROOT, compose_cfg, run_entry
+from tests.conftest import compose_cfg, run_cli, run_entry
 
 # depth 8, H 40, W 34 (non-square, so a swapped H/W cannot go unnoticed); cases 0-2 labelled, case_003 not
 D, H, W = 8, 40, 34
@@ -112,24 +110,16 @@ def _val_ids(ckpt: Path) -> list[str]:
 
 def test_cli_writes_masks_on_input_grid_metrics_and_pictures(volumes, trained, tmp_path):
     preds = tmp_path / "preds"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "inference_3d.py",
-            f"checkpoint={trained}",
-            "dataset=nnunet",
-            f"dataset.root={volumes}",
-            "split=val",
-            f"output_dir={preds}",
-            "save_vis=true",
-            "trainer.device=cpu",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "inference_3d.py",
+        f"checkpoint={trained}",
+        "dataset=nnunet",
+        f"dataset.root={volumes}",
+        "split=val",
+        f"output_dir={preds}",
+        "save_vis=true",
+        "trainer.device=cpu",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
         timeout=400,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -256,22 +246,14 @@ def test_missing_label_without_prompts_file_is_clear(volumes, trained, tmp_path)
 
 def test_meta_checkpoint_needs_model(volumes, meta_ckpt, tmp_path):
     out = tmp_path / "preds"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "inference_3d.py",
-            f"checkpoint={meta_ckpt}",
-            f"dataset.root={volumes}",
-            "split=val",
-            f"output_dir={out}",
-            "trainer.device=cpu",
-            f"hydra.run.dir={tmp_path / 'h'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "inference_3d.py",
+        f"checkpoint={meta_ckpt}",
+        f"dataset.root={volumes}",
+        "split=val",
+        f"output_dir={out}",
+        "trainer.device=cpu",
+        f"hydra.run.dir={tmp_path / 'h'}",
         timeout=300,
     )
     assert r.returncode != 0

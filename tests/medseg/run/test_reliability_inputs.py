@@ -18,13 +18,12 @@ import pytest
 from PIL import Image
 
 from medseg.data import synthetic
-from tests.conftest import SMALL, compose_cfg
+from tests.conftest import SMALL, compose_cfg, run_cli
 from tests.fault_helpers import (
     callback_exit,
     inference_cfg,
     meta_ckpt,
     one_line_exit,
-    run_cli,
 )
 
 

@@ -18,16 +18,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from medseg.run.rundir import LOCK_NAME, RunFolderCallback
-from tests.conftest import SMALL, compose_cfg, run_entry
+from tests.conftest import ROOT, SMALL, compose_cfg, run_cli, run_entry
 from tests.fault_helpers import (
-    ROOT,
     callback_exit,
     evil_pickle,
     finished_run,
     inference_cfg,
     meta_ckpt,
     one_line_exit,
-    run_cli,
     snapshot,
 )
 

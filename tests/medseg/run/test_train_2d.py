@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medseg.eval.tables import read_csv as _rows
-from tests.conftest import ROOT, run_entry
+from tests.conftest import ROOT, run_cli, run_entry
 from tests.conftest import checkpoint_weights as _weights
 
 EXPERIMENTS_2D = {
@@ -213,22 +213,14 @@ def test_cli_wrong_variant_checkpoint_is_one_line(data_root, tmp_path):
     ckpt = tmp_path / "tiny.pt"
     torch.save({"model": build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()}, ckpt)
     out = tmp_path / "run"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train_2d.py",
-            "model=sam2.1_hiera_s",
-            f"model.checkpoint={ckpt}",
-            f"dataset.root={data_root / 'kvasir'}",
-            "model.image_size=64",
-            "trainer.device=cpu",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "train_2d.py",
+        "model=sam2.1_hiera_s",
+        f"model.checkpoint={ckpt}",
+        f"dataset.root={data_root / 'kvasir'}",
+        "model.image_size=64",
+        "trainer.device=cpu",
+        f"hydra.run.dir={out}",
         timeout=300,
     )
     assert r.returncode != 0
@@ -240,32 +232,24 @@ def test_cli_wrong_variant_checkpoint_is_one_line(data_root, tmp_path):
 
 def test_cli_output_contract(data_root, tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train_2d.py",
-            "experiment=kvasir_finetune",
-            "dataset=kvasir",
-            f"dataset.root={data_root / 'kvasir'}",
-            "model=sam2.1_hiera_t",
-            "model.image_size=64",
-            "model.checkpoint=null",
-            "prompt=box",
-            "trainer.max_epochs=1",
-            "trainer.batch_size=2",
-            "trainer.limit_train_batches=1",
-            "trainer.limit_val_batches=2",
-            "trainer.val_freq=1",
-            "trainer.device=cpu",
-            "trainer.num_workers=0",
-            "vis=true",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_cli(
+        "train_2d.py",
+        "experiment=kvasir_finetune",
+        "dataset=kvasir",
+        f"dataset.root={data_root / 'kvasir'}",
+        "model=sam2.1_hiera_t",
+        "model.image_size=64",
+        "model.checkpoint=null",
+        "prompt=box",
+        "trainer.max_epochs=1",
+        "trainer.batch_size=2",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=2",
+        "trainer.val_freq=1",
+        "trainer.device=cpu",
+        "trainer.num_workers=0",
+        "vis=true",
+        f"hydra.run.dir={out}",
         timeout=400,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -335,16 +319,7 @@ def test_ddp_two_processes_match_one_process(data_root, tmp_path):
     ]
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r1 = subprocess.run(
-        [sys.executable, *common, "trainer.batch_size=2", f"hydra.run.dir={one}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=400,
-        env=env,
-    )
+    r1 = run_cli(*common, "trainer.batch_size=2", f"hydra.run.dir={one}", timeout=400, env=env)
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = subprocess.run(
         [
