@@ -11,7 +11,12 @@ from pathlib import Path
 
 import torch
 
-from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of  # noqa: F401  (re-exported)
+from medseg.train.checkpoint import (  # noqa: F401  (CheckpointError, read_checkpoint re-exported)
+    CheckpointError,
+    key_mismatch,
+    read_checkpoint,
+    state_dict_of,
+)
 
 # Signature of each variant: (patch-embed width, number of Hiera blocks, SAM2.1 keys present)
 _SIGNATURES = {
@@ -55,18 +60,10 @@ def load_sam2_weights(model: torch.nn.Module, path: str | Path, *, variant: str 
             f"{path}: checkpoint is for variant {found!r} but model.variant is {variant!r} "
             f"(choose model={found} or the matching checkpoint)"
         )
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:4])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
+    mismatch = key_mismatch(expected, sd)
+    if mismatch:
         looks = f"; it looks like {found!r}" if found else ""
-        raise CheckpointError(
-            f"{path}: keys do not match {variant or 'the model'}: {'; '.join(parts)}{looks}"
-        )
+        raise CheckpointError(f"{path}: keys do not match {variant or 'the model'}: {mismatch}{looks}")
     bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+from medseg.train.checkpoint import CheckpointError, key_mismatch, read_checkpoint, state_dict_of
 from sam2_train.checkpoint import guess_variant as guess_sam2_variant
 
 # image-encoder width -> variant (MedSAM is a ViT-B)
@@ -55,15 +55,9 @@ def load_sam_weights(model: torch.nn.Module, path: str | Path, *, variant: str |
     expected = model.state_dict()
     looks = found or guess_sam2_variant(sd)
     hint = f"; it looks like {looks!r}" if looks else ""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:4])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
-        raise CheckpointError(f"{path}: keys do not match SAM {variant or 'model'}: {'; '.join(parts)}{hint}")
+    mismatch = key_mismatch(expected, sd)
+    if mismatch:
+        raise CheckpointError(f"{path}: keys do not match SAM {variant or 'model'}: {mismatch}{hint}")
     bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]

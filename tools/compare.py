@@ -1,22 +1,7 @@
 """Compare finished runs side by side: ``python tools/compare.py RUN_DIR [RUN_DIR ...] --out DIR``.
 
-Every run folder must hold ``splits.json`` and ``val_cases.csv`` (written by ``medseg.train.engine``);
-``run_summary.json``, ``.hydra/config.yaml`` and ``vis/epoch_XXX/*.png`` are used when present. The runs
-must share their validation and test splits, otherwise the tool exits 2 with one line naming the two
-folders that differ.
-
-Writes into ``--out``:
-
-- ``comparison.csv`` / ``comparison.md``: one row per run with model, parameter counts, per-class and
-  overall Dice / IoU / HD95 as mean ± std over the applicable (case x class) rows of the chosen
-  validation (``status == "empty_both"`` rows are excluded, as in ``medseg.eval.metrics``), train time and
-  peak memory;
-- ``comparison_dice.png``: bars of mean Dice per class (and over all classes) per model, error bars =
-  std over cases;
-- ``grids/<case_id>.png``: image | ground truth | one prediction panel per model, for the cases that
-  every run visualised at its chosen epoch.
-
-Std is the sample standard deviation (``ddof=1``; 0 for a single value). Imports no torch.
+The command line of :mod:`medseg.eval.compare` (what it reads, checks and writes is documented there);
+exits 2 with one line for a problem with the runs (missing files, different splits, mixed HD95 units).
 """
 
 from __future__ import annotations

@@ -83,7 +83,21 @@ def state_dict_of(obj: dict, path: str | Path) -> dict:
     return sd
 
 
-def load_state_strict(model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model") -> None:
+def key_mismatch(expected, found) -> str:
+    """``"N missing keys (first: ...); M unexpected keys (first: ...)"`` between two key sets, or ``""``."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:4])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
+    return "; ".join(parts)
+
+
+def load_state_strict(
+    model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model"
+) -> None:
     """``load_state_dict(strict=True)`` with one line naming ``path`` and the first mismatching keys."""
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
@@ -169,7 +183,11 @@ def resume_training(engine, path: str | Path) -> None:
     a checkpoint of another model (name, variant, image size)."""
     ck = read_checkpoint(path)
     if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
-        what = "holds weights only" if ck.get("format") == CKPT_FORMAT else "is not a training checkpoint of this suite"
+        what = (
+            "holds weights only"
+            if ck.get("format") == CKPT_FORMAT
+            else "is not a training checkpoint of this suite"
+        )
         raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
     check_resume_model(ck.get("model_cfg"), engine.extra_state.get("model_cfg"), path)
     load_state_strict(engine.model, ck["model"], path, "this config's model")
