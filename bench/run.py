@@ -8,7 +8,7 @@
 Every ratio is taken between two timings measured in the same run, interleaved (A, B, A, B, ...)
 after warm-up, median of the repeats. Nothing is estimated: a figure that was not measured is absent.
 Random weights everywhere (no checkpoint download); for the predictor comparison the mask decoder's
-last layers are scaled up (as tests/test_parity_3d.py does) so that the masks are non-trivial.
+last layers are scaled up (as tests/func_3d/test_parity_3d.py does) so that the masks are non-trivial.
 
 The parts live in the ``bench`` package: ``harness`` (timing, child processes), ``workloads`` and
 ``steps`` (what is timed), ``sections`` (one module per section), ``report`` (the Markdown page).

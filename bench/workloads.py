@@ -155,7 +155,7 @@ def key_slice_prompts(lab: np.ndarray):
 
 
 def sensitive_weights(model) -> None:
-    """Same as tests/test_parity_3d.py: random weights give near-constant masks otherwise."""
+    """Same as tests/func_3d/test_parity_3d.py: random weights give near-constant masks otherwise."""
     with torch.no_grad():
         for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(30.0)

@@ -56,10 +56,10 @@ def inference(r: dict) -> list[str]:
         L += [
             "",
             "Why batched Dice is not exactly 1: batched matmuls round differently from one-object calls (logits "
-            "within 1e-4 of the predictor, tests/test_parity_3d.py), and the memories are stored in bfloat16 as the "
+            "within 1e-4 of the predictor, tests/func_3d/test_parity_3d.py), and the memories are stored in bfloat16 as the "
             "predictor stores them, so over a long volume a 1e-6 difference can round a memory feature one bf16 step "
             "the other way and move boundary voxels. `exact_parity` follows the predictor's order and reproduces its "
-            "logits and label volume bit for bit, also with organs keyed on different slices (tests/test_parity_3d.py), "
+            "logits and label volume bit for bit, also with organs keyed on different slices (tests/func_3d/test_parity_3d.py), "
             "at the predictor's speed. Both modes resize the low-resolution logits as the predictor does (objects as "
             "the batch): resizing them as channels of one image differs by 1 ulp, enough to flip a voxel where two "
             "organs' logits tie.",

@@ -64,7 +64,7 @@ def _models(S: int, device):
     predictor.load_state_dict(base.state_dict())
     base, predictor = base.to(device).eval(), predictor.to(device).eval()
     # organs are prompted on different key slices: without this cast (identity otherwise) the predictor
-    # raises "mat1 and mat2 must have the same dtype" in fp32 (see tests/test_parity_3d.py)
+    # raises "mat1 and mat2 must have the same dtype" in fp32 (see tests/func_3d/test_parity_3d.py)
     attn_forward = predictor.memory_attention.forward
     predictor.memory_attention.forward = lambda *a, memory, **k: attn_forward(*a, memory=memory.float(), **k)
     return base, predictor

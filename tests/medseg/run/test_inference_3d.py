@@ -312,7 +312,7 @@ def test_unwritable_output_dir_is_clear(volumes, trained, tmp_path):
 
 def test_exact_parity_mode_tracks_one_by_one_and_agrees(volumes, trained, tmp_path, monkeypatch):
     """func_3d.exact_parity=true goes through propagate_one_by_one (bit-identical to Meta's predictor,
-    tests/test_parity_3d.py) and gives the batched masks up to rounding."""
+    tests/func_3d/test_parity_3d.py) and gives the batched masks up to rounding."""
     import func_3d.volume as volume_mod
 
     calls = []

@@ -1,0 +1,1 @@
+"""Tests of func_3d/."""
