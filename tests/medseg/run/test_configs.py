@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sam2_train import VARIANTS
 from tests.conftest import CONF, ROOT, compose_cfg, run_cli
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("local",))
@@ -58,6 +60,107 @@ def test_every_group_exists():
         assert g in GROUPS and _files(g), g
 
 
+LOSS_TARGETS = {
+    "dice_bce": "medseg.train.losses.DiceBCELoss",
+    "dice_ce": "medseg.train.losses.DiceCELoss",
+    "sam2": "medseg.train.losses.SAM2Loss",
+}
+SCHEDULER_TARGETS = {
+    "constant": "medseg.train.optim.warmup_constant",
+    "cosine": "medseg.train.optim.warmup_cosine",
+    "step": "torch.optim.lr_scheduler.StepLR",
+}
+OPTIM_TARGETS = {"adamw": "torch.optim.AdamW", "adamw_layered": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+META_SIZES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}  # Meta's published file names
+
+
+def _overrides_of(group: str, name: str) -> dict[str, str]:
+    """``{group: option}`` of the ``- override /group: option`` lines of ``conf/<group>/<name>.yaml``."""
+    import yaml
+
+    defaults = yaml.safe_load((CONF / group / f"{name}.yaml").read_text()).get("defaults") or []
+    return {
+        k.split("/", 1)[1]: v
+        for d in defaults
+        if isinstance(d, dict)
+        for k, v in d.items()
+        if k.startswith("override /") and "/" not in k.split("/", 1)[1]
+    }
+
+
+def _assert_composed(group: str, name: str, cfg) -> None:
+    """The composed values that matter for ``group=name`` (the option chosen, its target, its defaults)."""
+    if group == "model":
+        m = cfg.model
+        assert m.name == name and m.image_size == 64 and m.checkpoint is None
+        if "image_size" in m.net:  # the network is built at the composed size, not the file's default
+            assert m.net.image_size == 64
+        if m.family == "sam2":
+            assert m.net.variant == m.variant and m.variant in VARIANTS
+            assert m.task_2d._target_ == "func_2d.task.SAM2ImageTask"
+            assert m.task_3d._target_ == "func_3d.task.SAM2VideoTask"
+        if "default_checkpoint" in m:
+            ckpt = Path(m.default_checkpoint)
+            assert ckpt.parent == Path(cfg.paths.checkpoint_dir) and ckpt.suffix in (".pt", ".pth"), ckpt
+            if m.family == "sam2" and m.name == m.variant:  # Meta's file for the variant
+                prefix, size = m.variant.split("_hiera_")
+                assert ckpt.name == f"{prefix}_hiera_{META_SIZES[size]}.pt", ckpt
+    elif group == "prompt":
+        p = cfg.prompt
+        assert p.type == name
+        if name == "box":  # training boxes are jittered; the evaluation protocol's are tight
+            assert p.jitter_px > 0 and p.jitter_frac > 0
+            assert cfg.eval_prompt.jitter_px == 0 and cfg.eval_prompt.jitter_frac == 0
+        else:
+            assert p.jitter_px == 0 and p.jitter_frac == 0
+        assert p.n_pos == (1 if name == "click" else 0)
+    elif group == "loss":
+        assert cfg.loss._target_ == LOSS_TARGETS[name]
+    elif group == "optim":
+        o = cfg.optim
+        assert o._target_ == OPTIM_TARGETS[name] and o._partial_ is True and o.lr > 0
+        if name == "adamw_layered":  # the image encoder learns slower than the rest
+            assert len(o.param_groups) == 1
+            g = o.param_groups[0]
+            assert g.pattern == "image_encoder.*" and 0 < g.lr < o.lr
+        else:
+            assert list(o.param_groups) == []
+    elif group == "scheduler":
+        assert cfg.scheduler._target_ == SCHEDULER_TARGETS[name] and cfg.scheduler._partial_ is True
+    elif group == "trainer":
+        t = cfg.trainer
+        assert t.monitor == "val/dice" and t.monitor_mode == "max"  # checkpoint_best.pth = best Dice
+        assert t.accumulate_grad_batches == 1 and t.gradient_clip_val > 0 and t.resume is None
+        if name == "default":
+            assert t.device == "auto" and t.amp is True and t.batch_size >= 1
+        elif name == "cpu":
+            assert t.device == "cpu" and t.amp is False and t.num_workers == 0
+        elif name == "high_memory":
+            assert t.batch_size == "auto" and {"2d", "3d"} <= set(t.batch_table)
+    elif group == "debug":
+        t = cfg.trainer
+        assert t.device == "cpu" and t.max_epochs == 1 and t.num_workers == 0 and t.amp is False
+        assert 0 < t.limit_train_batches <= 2 and 0 < t.limit_val_batches <= 2
+    elif group == "paths":
+        import os
+
+        assert cfg.paths.checkpoint_dir == os.environ.get("SAM2_CHECKPOINT_DIR", "checkpoints")
+    elif group == "hydra":
+        callbacks = {c._target_ for c in cfg.hydra.callbacks.values()}
+        assert {"medseg.eval.sweep.SweepSummaryCallback", "medseg.run.rundir.RunFolderCallback"} <= callbacks
+        assert cfg.hydra.job.chdir is False
+    if group in ("experiment", "arm"):  # the file's `override /group: option` lines win over the root's
+        for sub, option in _overrides_of(group, name).items():
+            node = cfg[sub]
+            if sub == "loss":
+                assert node._target_ == LOSS_TARGETS[option], (sub, option)
+            elif sub == "prompt":
+                assert node.type == option, (sub, option)
+            elif "name" in node:
+                assert node.name == option, (sub, option)
+        assert cfg.model.image_size == 64
+
+
 @pytest.mark.parametrize(("group", "name"), ALL_PARAMS)
 def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path):
     root = "train_3d" if (group == "experiment" and name in THREE_D) else "train_2d"
@@ -71,6 +174,7 @@ def test_config_file_composes_and_instantiates(group, name, data_root, tmp_path)
         overrides.append("model.checkpoint=null")
     cfg = compose_cfg(root, overrides, tmp_path)
     assert OmegaConf.to_yaml(cfg)  # resolves nothing yet, but every interpolation target must exist
+    _assert_composed(group, name, cfg)
     if group == "model":
         net = instantiate(cfg.model.net)
         if isinstance(net, torch.nn.Module):
