@@ -253,7 +253,9 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             model,
             s["image"],
             vp,
-            protocol.prompt.kind if file_prompts is None else KINDS["box"],  # file prompts: boxes and/or clicks
+            protocol.prompt.kind
+            if file_prompts is None
+            else KINDS["box"],  # file prompts: boxes and/or clicks
             (H, W),
             threshold=float(f3.threshold),
             offload=bool(f3.offload),

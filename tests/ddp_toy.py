@@ -169,8 +169,8 @@ def toy_cases(n: int = 7):
 
 def evaluate_toy(shard=None):
     """run_evaluation over :func:`toy_cases` (a case of ``None`` = skipped, as a missing prompt is)."""
-    from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
     from medseg.data.prompts import PromptConfig
+    from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
 
     cases = toy_cases()
     protocol = EvalProtocol(prompt=PromptConfig(type="box"))

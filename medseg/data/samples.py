@@ -100,5 +100,3 @@ class RunContext:
     val_transform: object = None
     label_names: dict[int, str] = field(default_factory=dict)
     image_size: int = 1024
-
-

@@ -305,5 +305,3 @@ def compare_runs(
             notes.append("grids skipped: no case was visualised by every run")
     write_markdown(out / "comparison.md", rows, classes, notes, "comparison_dice.png", grids)
     return rows
-
-

@@ -112,7 +112,9 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
             cfg.model.get("variant", cfg.model.get("name")),
             cfg.model.get("image_size"),
         )
-        cfg = OmegaConf.merge(cfg, {"trainer": {"batch_size": batch}})  # a copy: the user's cfg is not written
+        cfg = OmegaConf.merge(
+            cfg, {"trainer": {"batch_size": batch}}
+        )  # a copy: the user's cfg is not written
     device, dist_info = setup_runtime(cfg)
     model = build_model(cfg, device)
     ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)

@@ -94,7 +94,9 @@ def prepare_data(
     val_v = dataset.subset(eval_ids) if eval_ids else None
     if mode == "2d":
         if int(cfg.dataset.get("dim", 2)) == 3:  # CT/MRI volumes train in 2D as one sample per labelled slice
-            n_max = cfg.dataset.get("max_slices")  # the slices with the largest labelled area, before the split
+            n_max = cfg.dataset.get(
+                "max_slices"
+            )  # the slices with the largest labelled area, before the split
             keep = largest_slices(dataset, int(n_max)) if n_max else None
             train_v = Slices2D(train_v, keep=keep) if train_v is not None else None
             val_v = Slices2D(val_v, keep=keep) if val_v is not None else None

@@ -44,7 +44,6 @@ from medseg.train.sampling import SeededSamples, epoch_batches
 log = logging.getLogger(__name__)
 
 
-
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. NaN loss); the message says why and where the last good checkpoint is."""
 
@@ -261,7 +260,9 @@ class Engine(RunOutputs):
                 self._optimizer_step()
                 if self.dist.is_main and self.writer and self.step % int(self.t.log_every_n_steps) == 0:
                     scalars = {f"train/{k}": float(v.detach()) for k, v in parts.items()}
-                    scalars.update({f"lr/{g.get('name', 'default')}": g["lr"] for g in self.optimizer.param_groups})
+                    scalars.update(
+                        {f"lr/{g.get('name', 'default')}": g["lr"] for g in self.optimizer.param_groups}
+                    )
                     scalars["perf/loader_wait_s"] = step_wait
                     self.writer.log_scalars(scalars, self.step)
                 finished = bool(max_steps and self.step >= max_steps)

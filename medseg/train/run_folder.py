@@ -165,5 +165,3 @@ class RunLock:
             if info is not None and info.get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
-
-

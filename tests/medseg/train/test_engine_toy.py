@@ -95,7 +95,11 @@ def toy_cfg(**trainer) -> OmegaConf:
             "seed": 5,
             "trainer": t,
             "optim": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "param_groups": []},
-            "scheduler": {"_target_": "medseg.train.optim.warmup_constant", "_partial_": True, "warmup_steps": 0},
+            "scheduler": {
+                "_target_": "medseg.train.optim.warmup_constant",
+                "_partial_": True,
+                "warmup_steps": 0,
+            },
             "logger": {"log_images": False},
             "model": {"name": "toy"},
             "vis": False,
