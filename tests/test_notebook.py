@@ -9,7 +9,6 @@ from tests.conftest import ROOT
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 
 
-@pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (extra: dev)")
     nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (extra: dev)")
