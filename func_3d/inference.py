@@ -234,8 +234,9 @@ def run_inference(cfg: DictConfig) -> list[dict]:
         raw = dataset.load_case(case_id)
         image = np.asarray(raw["image"])
         D, H, W = image.shape[:3]
-        s = transform(dict(raw, label=None))
         label = raw.get("label")
+        # one resize of the volume: with its label when the prompts come from it
+        s = transform(raw if label is not None and file_prompts is None else dict(raw, label=None))
         # layouts that declare no organ names (npz) name each case's own ids (label_<id>)
         names = label_names or {int(k): v for k, v in (raw.get("label_names") or {}).items() if int(k) > 0}
         if file_prompts is not None:
@@ -246,7 +247,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 return None
             vp = prompts_from_file(file_prompts[case_id], (D, H, W), size, case_id, str(cfg.prompts_file))
         elif label is not None:
-            vp = volume_prompts(transform(raw)["label"].numpy(), names, protocol, case_id)
+            vp = volume_prompts(s["label"].numpy(), names, protocol, case_id)
         else:
             raise DataError(f"{case_id}: no label to draw prompts from: give prompts_file=FILE.json")
         pred = segment_volume(
@@ -265,12 +266,18 @@ def run_inference(cfg: DictConfig) -> list[dict]:
         )
         spacing = tuple(float(x) for x in raw["spacing"])
         target = np.asarray(label) if label is not None else None
-        res = CaseResult(case_id, pred, target, spacing, names, spacing_unit=raw.get("spacing_unit", "mm"))
-        res.raw, res.vp = raw, vp  # for the writers below
-        return res
+        return CaseResult(
+            case_id,
+            pred,
+            target,
+            spacing,
+            names,
+            spacing_unit=raw.get("spacing_unit", "mm"),
+            extras={"raw": raw, "vp": vp},  # for write_case
+        )
 
     def write_case(res: CaseResult, rows: list[dict]) -> None:
-        raw, pred, case_id = res.raw, res.pred, res.case_id
+        raw, pred, case_id = res.extras["raw"], res.pred, res.case_id
         geom = raw["geometry"]
         geometric = bool(getattr(geom, "oriented", False))  # an image header to overlay on
         npy, *nii = _targets(out_dir, case_id, geometric)
@@ -281,7 +288,9 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             metric_rows.extend(rows)
             write_csv(out_dir / "metrics.csv", metric_rows)
         if cfg.save_vis:
-            for z, g in volume_pictures(raw, pred, transform, res.vp, n=int(cfg.vis_slices)).items():
+            for z, g in volume_pictures(
+                raw, pred, transform, res.extras["vp"], n=int(cfg.vis_slices)
+            ).items():
                 save_png(g, out_dir / "vis" / f"{case_id}_z{z:03d}.png")
 
     shard = (dist_info.rank, dist_info.world_size) if dist_info.enabled else None

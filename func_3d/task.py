@@ -251,7 +251,7 @@ def volume_prompts(label_s: np.ndarray, classes, protocol, case_id: str) -> Volu
     prompt (or every ``prompt.freq``-th slice), exact unless ``eval_prompt`` asks for jitter."""
     ids = [k for k in classes if (label_s == k).any()]
     return prompts_from_label(
-        label_s, ids, protocol.prompt_cfg(), mode=protocol.mode_3d, rng=protocol.rng(case_id), jitter=True
+        label_s, ids, protocol.prompt_cfg(), mode=protocol.mode_3d, rng=protocol.rng(case_id)
     )
 
 

@@ -3,7 +3,7 @@ label volume on the input's own grid. Shared by 3D validation and ``inference_3d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,14 +32,12 @@ def prompts_from_label(
     *,
     mode: str = "key_slice",
     rng: np.random.Generator | None = None,
-    jitter: bool = False,
 ) -> VolumePrompts:
     """Prompts from a resized (D,S,S) label: the key slice of each organ (``key_slice``) or every
-    ``prompt.freq``-th slice (``freq``). Exact boxes unless ``jitter`` (the evaluation protocol's optional
-    ``eval_prompt.jitter_px`` for robustness studies, already in ``prompt_cfg``)."""
-    cfg = PromptConfig.from_cfg(prompt_cfg)
-    if not jitter:
-        cfg.jitter_px, cfg.jitter_frac = 0.0, 0.0
+    ``prompt.freq``-th slice (``freq``), drawn as ``prompt_cfg`` says (the evaluation protocol's
+    :meth:`~medseg.eval.evaluation.EvalProtocol.prompt_cfg` gives exact boxes unless
+    ``eval_prompt.jitter_px`` asks for a robustness study)."""
+    cfg = replace(PromptConfig.from_cfg(prompt_cfg))  # a copy: the caller's config is not changed
     if mode == "key_slice":
         cfg.freq = None
     elif mode != "freq":

@@ -124,21 +124,6 @@ def collate_sam2_2d(
             if cfg.empty == "negative":
                 ids |= declared
         for oid in sorted(ids):
-            if cfg.kind.automatic:  # no prompt: the object is kept even where the reference is empty
-                m = lab_np == oid
-                objs.append(
-                    {
-                        "obj_id": int(oid),
-                        "mask": m,
-                        "empty": not m.any(),
-                        "box": np.zeros(4, np.float32),
-                        "points": np.zeros((0, 2), np.float32),
-                        "point_labels": np.zeros(0, np.int64),
-                        "mask_prompt": np.zeros(m.shape, np.float32),
-                    }
-                )
-                obj_img.append(b)
-                continue
             p = object_prompt(lab_np == oid, cfg, rng, obj_id=int(oid))
             if p is not None:
                 objs.append(p)

@@ -209,7 +209,7 @@ def object_prompt(
     Returns:
         {"obj_id", "mask" bool (H,W), "empty" bool, "box" float32 (4,) (zeros when unused or empty),
         "points" float32 (P,2), "point_labels" int64 (P,), "mask_prompt" float32 (H,W) (zeros unless
-        type is mask)}, or None for an empty object under ``empty: skip``.
+        type is mask)}, or None for an empty object under ``empty: skip`` (the automatic mode keeps it).
     """
     cfg = PromptConfig.from_cfg(cfg)
     rng = rng or np.random.default_rng()
@@ -225,6 +225,8 @@ def object_prompt(
         "mask_prompt": np.zeros(mask.shape, np.float32),
     }
     if empty:
+        if cfg.kind.automatic:  # nothing to draw: the class is predicted anyway and scored against nothing
+            return out
         if cfg.empty == "skip":
             return None
         out["points"], out["point_labels"] = clicks_from_mask(mask, 0, max(cfg.n_neg, 1), rng)

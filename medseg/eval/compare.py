@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from medseg.eval.compare_report import plot_dice, write_markdown  # noqa: E402
 from medseg.eval.figures import make_grids, read_panels, short_names, split_panels  # noqa: E402,F401  (no torch)
+from medseg.train.weights import describe  # noqa: E402  (no torch)
 
 METRICS = ("dice", "iou", "hd95")
 
@@ -96,13 +97,6 @@ def hd95_unit(path: Path, rows: list[dict[str, Any]], epoch: int | None) -> str:
     if len(units) > 1:
         raise CompareError(f"{path}: HD95 rows in several units {units}; they cannot share one mean")
     return units[0]
-
-
-def weights_text(record: dict[str, Any] | None) -> str:
-    """``random``, ``<file> (sha256 1234abcd)`` or ``unknown`` (older runs)."""
-    from medseg.train.weights import describe
-
-    return describe(record)
 
 
 def model_name(run_dir: Path, summary: dict[str, Any]) -> str:
@@ -268,7 +262,7 @@ def compare_runs(
                 "train_time_s": summary.get("train_time_s"),
                 "peak_memory_mb": summary.get("peak_memory_mb"),
                 "peak_memory_kind": summary.get("peak_memory_kind"),
-                "weights": weights_text(summary.get("weights")),
+                "weights": describe(summary.get("weights")),  # random | <file> (sha256 ...) | unknown
                 "eval_protocol": (summary.get("eval_protocol") or {}).get("id", "unknown"),
             }
         )

@@ -130,6 +130,9 @@ class CaseResult:
     classes: Mapping[int, str]
     images: dict[str, np.ndarray] = field(default_factory=dict)
     spacing_unit: str = "mm"  # the case's "spacing_unit": "mm", or "voxel" when it has no spacing
+    extras: dict[str, Any] = field(
+        default_factory=dict
+    )  # what an ``on_case`` writer needs (raw case, prompts)
 
 
 def run_evaluation(

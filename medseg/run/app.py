@@ -66,15 +66,10 @@ def load_run_checkpoint(model, cfg: DictConfig) -> dict:
     )
     if path is not None:
         if isinstance(model, torch.nn.Module):
-            from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+            from medseg.train.checkpoint import load_state_strict, read_checkpoint, state_dict_of
 
             sd = state_dict_of(read_checkpoint(path), path)
-            missing, unexpected = model.load_state_dict(sd, strict=False)
-            if missing or unexpected:
-                raise CheckpointError(
-                    f"{path}: keys do not match model={name} ({len(missing)} missing, first "
-                    f"{missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]})"
-                )
+            load_state_strict(model, sd, path, f"model={name}")
         elif hasattr(model, "use_checkpoint"):  # YOLO: a .pt of ultralytics or our checkpoint beside one
             model.use_checkpoint(path)
     if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
