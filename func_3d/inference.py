@@ -38,7 +38,7 @@ from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
 from medseg.eval.tables import write_csv
 from medseg.eval.viz import save_png
 from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
-from medseg.train.runtime import init_distributed, pick_device, seed_everything
+from medseg.train.runtime import finish_distributed, init_distributed, pick_device, seed_everything
 from sam2_train.build import build_sam2_model
 from sam2_train.checkpoint import guess_variant
 
@@ -297,6 +297,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     summary, rows, _ = run_evaluation(
         len(ids), evaluate_case, protocol, desc="volumes", on_case=write_case, shard=shard
     )
+    finish_distributed()  # rows are gathered: every rank is done before any closes its connections
     if not dist_info.is_main:
         return []
     if dist_info.enabled and rows:  # the gathered rows of every rank, in case order

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from medseg.train.runtime import finish_distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -151,7 +153,7 @@ def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill
             Path(out) / "probe.pt",
         )
     torch.save({"stopped": stopped}, Path(out) / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    assert finish_distributed() and not dist.is_initialized()  # the group init_distributed opened
 
 
 def toy_cases(n: int = 7):
@@ -191,4 +193,6 @@ def eval_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     summary, rows, _ = evaluate_toy(shard=(rank, world))
     torch.save({"summary": summary, "rows": rows}, Path(out) / f"eval{rank}.pt")
+    assert not finish_distributed()  # a group the caller opened is the caller's to close
+    dist.barrier()
     dist.destroy_process_group()

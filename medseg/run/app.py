@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from medseg.eval.evaluation import protocol_record
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.engine import Engine
-from medseg.train.runtime import resolve_batch_size
+from medseg.train.runtime import finish_distributed, resolve_batch_size
 from medseg.train.weights import describe, resolve_checkpoint, weights_record
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     if metric and engine.history:
         vals = [r.get(metric) for r in engine.history if r.get(metric) is not None]
         result = max(vals) if vals else None
+    finish_distributed()  # every rank is done before any of them closes its connections
     if dist_info.is_main:
         print(f"outputs in {out}", flush=True)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -11,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+_OWN_GROUP = False  # init_distributed created the process group (finish_distributed closes only that one)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -98,7 +102,28 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
+        global _OWN_GROUP
+        _OWN_GROUP = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def finish_distributed() -> bool:
+    """Close the process group :func:`init_distributed` opened, at the end of a run that succeeded.
+
+    Every rank waits for the others first (a barrier), so no process tears its gloo/NCCL connections
+    down while a peer is still writing its last files or in a collective; a process that exits with the
+    group still up can abort in the communication library's destructor ("terminate called without an
+    active exception", seen on a loaded CI machine). A group the caller opened itself is left alone.
+    Returns whether a group was closed.
+    """
+    global _OWN_GROUP
+    if not (_OWN_GROUP and dist.is_available() and dist.is_initialized()):
+        return False
+    dist.barrier()
+    dist.destroy_process_group()
+    _OWN_GROUP = False
+    log.info("process group closed")
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
