@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
     import torch.distributed as dist
 
     from bench.workloads import base_overrides, compose, make_2d_batch  # imports sam2_train first
-    from func_2d.task import SAM2ImageTask
+    from medseg.run.app import build_task
     from medseg.train.distributed import wrap_for_training
     from sam2_train import build_sam2_model
 
@@ -51,7 +51,9 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
     cfg = compose("train_2d", [*base_overrides(args.size, args.device), "model.checkpoint=null"], Path(out))
     torch.manual_seed(0)
     model = build_sam2_model("sam2.1_hiera_t", image_size=args.size, checkpoint=None).to(device)
-    task = SAM2ImageTask(cfg, SimpleNamespace(train_samples=None, collate=None, label_names={1: "object"}))
+    task = build_task(
+        cfg, SimpleNamespace(train_samples=None, collate=None, label_names={1: "object"}), "task_2d"
+    )
     batch = make_2d_batch(args.size, B=args.batch).to(device)
     step = wrap_for_training(model, task, device=device, ddp_cfg=cfg.trainer.ddp, first_batch=batch)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)

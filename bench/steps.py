@@ -57,16 +57,18 @@ def engine_step(bench: Bench, task, model, opt):
 
 def image_task(cfg):
     """``SAM2ImageTask`` of ``cfg`` with one foreground class (the discs)."""
-    from func_2d.task import SAM2ImageTask
+    from medseg.run.app import build_task
 
-    return SAM2ImageTask(cfg, SimpleNamespace(train_samples=None, collate=None, label_names={1: "object"}))
+    return build_task(
+        cfg, SimpleNamespace(train_samples=None, collate=None, label_names={1: "object"}), "task_2d"
+    )
 
 
 def video_task(cfg, *, batch_clips: bool | None = None, checkpointing: bool | None = None):
     """``SAM2VideoTask`` of ``cfg``; ``batch_clips`` / ``checkpointing`` override the config's when given."""
-    from func_3d.task import SAM2VideoTask
+    from medseg.run.app import build_task
 
-    task = SAM2VideoTask(cfg, SimpleNamespace(train_cases=None, train_transform=None))
+    task = build_task(cfg, SimpleNamespace(train_cases=None, train_transform=None), "task_3d")
     if batch_clips is not None:
         task.batch_clips = batch_clips
     if checkpointing is not None:

@@ -6,22 +6,21 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from func_2d.memory_bank import MemoryBank, condition_on_bank, encode_memories, image_keys
 from func_2d.sam2_image import decode_objects, encode_images, upsample
 from medseg.data.batch import ImageBatch
-from medseg.data.prompts import PromptConfig
 from medseg.data.samples import RunContext
-from medseg.eval.evaluation import EvalProtocol, evaluate_2d
+from medseg.eval.evaluation import evaluate_2d
+from medseg.train.task_settings import TaskSettings
 
 log = logging.getLogger(__name__)
 
 
-def enable_activation_checkpointing(model, cfg) -> int:
+def enable_activation_checkpointing(model, settings) -> int:
     """``trainer.activation_checkpointing`` (training only): Hiera blocks recomputed in the backward pass."""
-    if not (bool(cfg.trainer.get("activation_checkpointing", False)) and cfg.get("train", True)):
+    if not (settings.activation_checkpointing and settings.train):
         return 0
     from sam2_train.activation import set_activation_checkpointing
 
@@ -37,13 +36,16 @@ class SAM2ImageTask:
     click), as in SAM; the loss picks the best mask and trains the IoU head on all three.
     """
 
-    def __init__(self, cfg: DictConfig, ctx: RunContext):
-        self.cfg, self.ctx = cfg, ctx
-        f = cfg.func_2d
+    def __init__(self, ctx: RunContext, settings: TaskSettings, options: DictConfig):
+        """``options``: the ``func_2d`` group (multimask_output, threshold, memory bank)."""
+        if options is None:
+            raise ValueError("model.task_2d.options: missing (give options: ${func_2d} in the model yaml)")
+        self.ctx, self.settings, self.options = ctx, settings, options
+        f = options
         self.multimask = bool(f.multimask_output)
         self.threshold = float(f.threshold)
-        self.prompt_kind = PromptConfig.from_cfg(cfg.prompt).kind
-        self.loss_fn = instantiate(cfg.loss)
+        self.prompt_kind = settings.prompt.kind
+        self.loss_fn = settings.loss_fn
         self.bank = (
             MemoryBank(int(f.bank_size), int(f.get("bank_k", 4)), float(f.bank_min_iou))
             if f.memory_bank
@@ -51,7 +53,6 @@ class SAM2ImageTask:
         )
         self.train_dataset = ctx.train_samples
         self.collate = ctx.collate
-        self.eval_protocol = EvalProtocol.from_cfg(cfg)
         self.classes = sorted(int(k) for k in ctx.label_names if int(k) > 0)
         self.class_prompts = self.prompt_kind.automatic and len(self.classes) > 1
 
@@ -59,7 +60,7 @@ class SAM2ImageTask:
         """Automatic mode with several classes: the model needs one learned prompt per class
         (:mod:`sam2_train.class_prompts`); added for training, required (from the checkpoint) for evaluation.
         Also switches on activation checkpointing of the image encoder (``trainer.activation_checkpointing``)."""
-        enable_activation_checkpointing(model, self.cfg)
+        enable_activation_checkpointing(model, self.settings)
         if not self.class_prompts:
             return
         names = ", ".join(str(self.ctx.label_names[k]) for k in self.classes)
@@ -71,7 +72,7 @@ class SAM2ImageTask:
                     f"ids {self.classes} ({names})"
                 )
             return
-        if not bool(self.cfg.get("train", True)):
+        if not self.settings.train:
             raise ValueError(
                 f"prompt=none with {len(self.classes)} classes ({names}) needs class prompts learned in "
                 "training: model.checkpoint has none (train with prompt=none first, or use prompt=box|click)"
@@ -152,9 +153,7 @@ class SAM2ImageTask:
         return self.forward(model, batch)["best"]
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_2d(
-            self, model, self.ctx, vis_dir=vis_dir, threshold=self.threshold, protocol=self.eval_protocol
-        )
+        return evaluate_2d(self, model, self.ctx, self.settings, vis_dir=vis_dir, threshold=self.threshold)
 
     def state_dict(self) -> dict:
         return {"bank": self.bank.state_dict()} if self.bank is not None else {}

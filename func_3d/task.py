@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from func_3d.propagate import propagate_clips
 from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
@@ -18,8 +17,9 @@ from medseg.data.batch import to_device
 from medseg.data.prompts import PromptConfig, prompts_3d
 from medseg.data.samples import seed_augment
 from medseg.data.transforms import volume_window
-from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation, shard_of
+from medseg.eval.evaluation import CaseResult, run_evaluation, shard_of
 from medseg.eval.viz import panel_grid, save_png
+from medseg.train.task_settings import TaskSettings
 
 
 @dataclass
@@ -58,12 +58,13 @@ class ClipSamples:
     chosen objects (up to ``max_objects``), prompts on each object's key slice within the clip (plus every
     ``prompt.freq``-th slice), optionally reversed in time."""
 
-    def __init__(self, volumes, transform, cfg):
+    def __init__(self, volumes, transform, options, prompt: PromptConfig):
+        """``options``: the ``func_3d`` group (video_length, max_objects, reverse_prob)."""
         self.volumes, self.transform = volumes, transform
-        self.T = int(cfg.func_3d.video_length)
-        self.max_objects = int(cfg.func_3d.max_objects)
-        self.reverse_prob = float(cfg.func_3d.reverse_prob)
-        self.prompt_cfg = PromptConfig.from_cfg(cfg.prompt)
+        self.T = int(options.video_length)
+        self.max_objects = int(options.max_objects)
+        self.reverse_prob = float(options.reverse_prob)
+        self.prompt_cfg = prompt
         if self.T < 1:
             raise ValueError(f"func_3d.video_length={self.T} must be >= 1")
         self._windows: dict[int, dict | None] = {}  # whole-volume intensity statistics per case
@@ -125,24 +126,28 @@ def collate_clips(samples: list[dict]) -> ClipBatch:
 class SAM2VideoTask:
     """Train SAM2's propagation end to end on clips; validate on whole volumes."""
 
-    def __init__(self, cfg, ctx):
-        self.cfg, self.ctx = cfg, ctx
-        self.loss_fn = instantiate(cfg.loss)
+    def __init__(self, ctx, settings: TaskSettings, options):
+        """``options``: the ``func_3d`` group (clips, propagation, threshold)."""
+        if options is None:
+            raise ValueError("model.task_3d.options: missing (give options: ${func_3d} in the model yaml)")
+        self.ctx, self.settings, self.options = ctx, settings, options
+        refuse_automatic_3d(settings.prompt)
+        self.loss_fn = settings.loss_fn
         self.train_dataset = (
-            ClipSamples(ctx.train_cases, ctx.train_transform, cfg) if ctx.train_cases else None
+            ClipSamples(ctx.train_cases, ctx.train_transform, options, settings.prompt)
+            if ctx.train_cases
+            else None
         )
         self.collate = collate_clips
-        self.checkpointing = bool(cfg.trainer.get("activation_checkpointing", False))
-        self.batch_clips = bool(cfg.func_3d.get("batch_clips", True))
-        self.encoder_chunk = int(cfg.func_3d.get("encoder_chunk", 32))
-        self.eval_protocol = EvalProtocol.from_cfg(cfg)
-        refuse_automatic_3d(self.eval_protocol.prompt)
+        self.checkpointing = settings.activation_checkpointing
+        self.batch_clips = bool(options.get("batch_clips", True))
+        self.encoder_chunk = int(options.get("encoder_chunk", 32))
 
     def prepare_model(self, model) -> None:
         """``trainer.activation_checkpointing``: the image encoder's blocks too (propagation has its own)."""
         from func_2d.task import enable_activation_checkpointing
 
-        enable_activation_checkpointing(model, self.cfg)
+        enable_activation_checkpointing(model, self.settings)
 
     def training_step(self, model, batch: ClipBatch) -> dict:
         """Loss over every frame and object of every clip. With ``func_3d.batch_clips`` the clips of the
@@ -182,7 +187,7 @@ class SAM2VideoTask:
         )
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_volumes(model, self.ctx, vis_dir=vis_dir, protocol=self.eval_protocol)
+        return evaluate_volumes(model, self.ctx, self.settings, self.options, vis_dir=vis_dir)
 
 
 def refuse_automatic_3d(prompt_cfg) -> None:
@@ -195,18 +200,18 @@ def refuse_automatic_3d(prompt_cfg) -> None:
 
 
 @torch.no_grad()
-def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, protocol=None):
+def evaluate_volumes(model, ctx, settings, options, *, vis_dir: Path | None = None, cases=None):
     """Whole-volume validation under the evaluation protocol (:mod:`medseg.eval.evaluation`): per case x organ
-    volumetric Dice, IoU and HD95 on the input grid."""
-    cfg = ctx.cfg
+    volumetric Dice, IoU and HD95 on the input grid. ``settings``: the run's
+    :class:`~medseg.train.task_settings.TaskSettings`; ``options``: the ``func_3d`` group."""
     cases = ctx.val_cases if cases is None else cases
     if cases is None or len(cases) == 0:
         return {}, [], {}
-    protocol = protocol or EvalProtocol.from_cfg(cfg)
+    protocol = settings.protocol
     refuse_automatic_3d(protocol.prompt)
     classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
-    f3 = cfg.func_3d
-    n_vis = int(cfg.get("vis_max_cases", 4))
+    f3 = options
+    n_vis = 4 if settings.vis_max_cases is None else int(settings.vis_max_cases)
 
     def evaluate_case(i: int) -> CaseResult:
         raw = cases[i]
@@ -239,8 +244,8 @@ def evaluate_volumes(model, ctx, *, vis_dir: Path | None = None, cases=None, pro
         len(cases),
         evaluate_case,
         protocol,
-        limit=cfg.trainer.get("limit_val_batches"),
-        progress=bool(cfg.trainer.get("progress_bar", True)),
+        limit=settings.limit_val_batches,
+        progress=settings.progress_bar,
         desc="validate 3D",
         shard=shard_of(ctx),  # several processes: each scores its share, rank 0 gets every row
     )

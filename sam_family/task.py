@@ -16,18 +16,19 @@ from func_2d.sam2_image import upsample
 from func_2d.task import SAM2ImageTask
 from medseg.data.batch import ImageBatch
 from medseg.data.samples import RunContext
+from medseg.train.task_settings import TaskSettings
 
 
 class SamImageTask(SAM2ImageTask):
     """SAM / MedSAM on images: per-object logits from :class:`sam_family.model.SamNet`."""
 
-    def __init__(self, cfg: DictConfig, ctx: RunContext):
-        if cfg.func_2d.get("memory_bank", False):
+    def __init__(self, ctx: RunContext, settings: TaskSettings, options: DictConfig):
+        if options is not None and options.get("memory_bank", False):
             raise ValueError(
                 "func_2d.memory_bank=true: SAM/MedSAM have no memory modules; use a SAM2 model or "
                 "func_2d.memory_bank=false"
             )
-        super().__init__(cfg, ctx)
+        super().__init__(ctx, settings, options)
 
     def forward(self, model, batch: ImageBatch) -> dict:
         """Per-object outputs: logits [N,M,S,S], ious [N,M], obj_scores None, best [N,S,S]."""

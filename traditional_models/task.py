@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 
 from medseg.eval.evaluation import evaluate_2d
 from medseg.eval.viz import to_uint8_image
 from medseg.train.checkpoint import atomic_torch_save
+from medseg.train.task_settings import TaskSettings
 
 
 class CNNTask:
     """Per-object logits from ``model.forward_objects`` trained with the configured loss."""
 
-    def __init__(self, cfg, ctx):
-        self.cfg, self.ctx = cfg, ctx
-        self.loss_fn = instantiate(cfg.loss)
+    def __init__(self, ctx, settings: TaskSettings):
+        self.ctx, self.settings = ctx, settings
+        self.loss_fn = settings.loss_fn
         self.train_dataset = ctx.train_samples
         self.collate = ctx.collate
 
@@ -38,14 +38,14 @@ class CNNTask:
         return self._logits(model, batch)
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir)
+        return evaluate_2d(self, model, self.ctx, self.settings, vis_dir=vis_dir)
 
 
 class YoloTask:
     """Ultralytics YOLO segmentation trained by ultralytics, evaluated by the suite."""
 
-    def __init__(self, cfg, ctx):
-        self.cfg, self.ctx = cfg, ctx
+    def __init__(self, ctx, settings: TaskSettings):
+        self.ctx, self.settings = ctx, settings
         self.yolo = None
         self.train_dataset = ctx.train_samples
         self.collate = ctx.collate
@@ -69,7 +69,7 @@ class YoloTask:
             splits["val"] = list(self._export_items(self.ctx.val_samples))
         data_yaml = export_yolo_dataset(splits, out_dir / "yolo_dataset", names)
         # the suite's trainer settings govern, as for every other model
-        yolo.epochs, yolo.batch = int(self.cfg.trainer.max_epochs), int(self.cfg.trainer.batch_size)
+        yolo.epochs, yolo.batch = self.settings.max_epochs, self.settings.batch_size
         epochs = yolo.epochs
         weights = yolo.train(
             data_yaml, out_dir / "yolo_train", device="cpu" if device.type == "cpu" else device.index or 0
@@ -85,7 +85,7 @@ class YoloTask:
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "yolo_weights": kept.name,
             "epoch": epochs,
-            "model_cfg": {"name": str(self.cfg.model.name), "image_size": int(self.cfg.model.image_size)},
+            "model_cfg": {"name": self.settings.model_name, "image_size": self.settings.image_size},
         }
         atomic_torch_save(state, out_dir / "checkpoint_last.pth")
         atomic_torch_save(state, out_dir / "checkpoint_best.pth")
@@ -118,4 +118,4 @@ class YoloTask:
         return out
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
-        return evaluate_2d(self, model, self.ctx, vis_dir=vis_dir)
+        return evaluate_2d(self, model, self.ctx, self.settings, vis_dir=vis_dir)

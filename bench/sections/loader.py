@@ -35,6 +35,7 @@ def _clips_3d(bench: Bench, tmp: Path, ov: list[str], rng, repeats: int) -> dict
     """Timings of one-clip ``ClipBatch`` draws, reading the ``.nii.gz`` (plain) vs the volume cache."""
     from func_3d.task import ClipSamples, collate_clips
     from medseg.run.context import prepare_data
+    from medseg.train.task_settings import TaskSettings
 
     draws = {}
     for name, cache in (("plain", "null"), ("cached", str(tmp / "cache"))):
@@ -44,7 +45,9 @@ def _clips_3d(bench: Bench, tmp: Path, ov: list[str], rng, repeats: int) -> dict
             tmp / f"run3d_{name}",
         )
         ctx3 = prepare_data(cfg3, tmp / f"run3d_{name}", mode="3d")
-        clips = ClipSamples(ctx3.train_cases, ctx3.train_transform, cfg3)
+        clips = ClipSamples(
+            ctx3.train_cases, ctx3.train_transform, cfg3.func_3d, TaskSettings.from_cfg(cfg3).prompt
+        )
         for i in range(len(clips)):  # fills the cache (and the page cache for both)
             clips.get(i, rng)
         counter = [0]

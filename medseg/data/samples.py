@@ -85,7 +85,6 @@ def collate_2d(samples: list[dict], prompt_cfg) -> ImageBatch:
 class RunContext:
     """Everything a task needs, built once per run by :func:`medseg.run.context.prepare_data`."""
 
-    cfg: Any  # the run's DictConfig
     out_dir: Path
     device: torch.device
     dist: Any  # medseg.train.runtime.DistInfo

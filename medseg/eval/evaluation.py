@@ -220,28 +220,21 @@ def eval_batch_2d(sample: dict, protocol: EvalProtocol):
 
 
 @torch.no_grad()
-def evaluate_2d(
-    task,
-    model,
-    ctx,
-    *,
-    vis_dir: Path | None = None,
-    threshold: float | None = None,
-    limit: int | None = None,
-    protocol: EvalProtocol | None = None,
-):
+def evaluate_2d(task, model, ctx, settings, *, vis_dir: Path | None = None, threshold: float | None = None):
     """Score every validation image; returns (summary {"val/dice", ...}, rows, {name: image}).
 
     The model-specific part is ``task.predict(model, batch) -> logits [N,S,S]`` per object. Metrics are
     computed on each image's own grid (logits resized bilinearly to (H, W)) with its own spacing.
+    ``settings`` (:class:`medseg.train.task_settings.TaskSettings`) gives the protocol, the number of
+    cases (``limit_val_batches``), how many get a picture (``vis_max_cases``, 8 by default) and the
+    progress bar; ``threshold`` overrides the protocol's.
     """
     samples = ctx.val_samples
     if samples is None or len(samples) == 0:
         return {}, [], {}
-    protocol = protocol or EvalProtocol.from_cfg(ctx.cfg)
+    protocol = settings.protocol
     thr = protocol.threshold if threshold is None else float(threshold)
-    limit = limit if limit is not None else ctx.cfg.trainer.get("limit_val_batches")
-    n_vis = int(ctx.cfg.get("vis_max_cases", 8))
+    n_vis = 8 if settings.vis_max_cases is None else int(settings.vis_max_cases)
     classes = {int(k): v for k, v in ctx.label_names.items() if int(k) > 0}
     kind = protocol.prompt.kind
 
@@ -276,8 +269,8 @@ def evaluate_2d(
         len(samples),
         evaluate_case,
         protocol,
-        limit=limit,
-        progress=bool(ctx.cfg.trainer.get("progress_bar", True)),
+        limit=settings.limit_val_batches,
+        progress=settings.progress_bar,
         desc="validate",
         shard=shard_of(ctx),  # several processes: each scores its share, rank 0 gets every row
     )
@@ -307,12 +300,9 @@ def _picture(s, batch, lab, pred, target, scored, samples, kind, classes: dict) 
 
 
 def protocol_of(task) -> EvalProtocol | None:
-    """The protocol a task evaluates with (``task.eval_protocol`` or built from its run config)."""
-    p = getattr(task, "eval_protocol", None)
-    if p is not None:
-        return p
-    cfg = getattr(task, "cfg", None)
-    return EvalProtocol.from_cfg(cfg) if cfg is not None and "prompt" in cfg else None
+    """The protocol a task evaluates with (its settings' protocol); None for a task without one."""
+    settings = getattr(task, "settings", None)
+    return getattr(settings, "protocol", None)
 
 
 def protocol_record(task) -> dict | None:

@@ -15,6 +15,7 @@ from medseg.eval.evaluation import protocol_record
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.engine import Engine
 from medseg.train.runtime import finish_distributed, resolve_batch_size
+from medseg.train.task_settings import TaskSettings
 from medseg.train.weights import describe, resolve_checkpoint, weights_record
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ def check_data(cfg: DictConfig, ctx) -> None:
     preflight(cfg, ctx.dataset, is_main=ctx.dist.is_main)
 
 
+def build_task(cfg: DictConfig, ctx, task_key: str):
+    """The model family's task (``cfg.model.<task_key>``, e.g. ``task_2d``): it receives the run's
+    :class:`TaskSettings` and its own options (bound in the model yaml), never the whole config."""
+    return instantiate(cfg.model[task_key])(ctx=ctx, settings=TaskSettings.from_cfg(cfg))
+
+
 def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     """Fit (``train=true``) or evaluate (``train=false``) the model named by ``cfg.model`` in ``mode``.
 
@@ -113,7 +120,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     device, dist_info = setup_runtime(cfg)
     model = build_model(cfg, device)
     ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
-    task = instantiate(cfg.model[task_key])(cfg=cfg, ctx=ctx)
+    task = build_task(cfg, ctx, task_key)
     if hasattr(task, "prepare_model"):  # the family's own set-up: activation checkpointing, class prompts
         task.prepare_model(model)
     engine = Engine(

@@ -76,7 +76,6 @@ def prepare_data(
     splits = resolve_splits(dataset, cfg.dataset.get("split"), path if dist_info.is_main else None)
     image_size = int(cfg.model.image_size)
     ctx = RunContext(
-        cfg=cfg,
         out_dir=out_dir,
         device=device,
         dist=dist_info,

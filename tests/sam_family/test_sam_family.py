@@ -206,6 +206,7 @@ def test_parity_with_sam_predictor_box_and_clicks(net_and_predictor, shape):
 def test_task_forward_equals_predictor_masks(net_and_predictor, tmp_path):
     """The engine's path (SamImageTask.forward on an ImageBatch, several objects) gives the predictor's masks."""
     from medseg.data.batch import ImageBatch
+    from medseg.run.app import build_task
     from sam_family.task import SamImageTask
 
     net, predictor = net_and_predictor
@@ -222,9 +223,10 @@ def test_task_forward_equals_predictor_masks(net_and_predictor, tmp_path):
     cfg = compose_cfg(
         "train_2d", ["model=sam_vit_b", f"model.image_size={S}", "prompt=box", "loss=dice_bce"], tmp_path
     )
-    task = SamImageTask(
-        cfg, SimpleNamespace(train_samples=None, collate=None, label_names={0: "bg", 1: "fg"})
+    task = build_task(
+        cfg, SimpleNamespace(train_samples=None, collate=None, label_names={0: "bg", 1: "fg"}), "task_2d"
     )
+    assert isinstance(task, SamImageTask)
     with torch.no_grad():
         best = task.predict(net, batch)
         want = np.concatenate(

@@ -185,6 +185,7 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
     from medseg.data.samples import ImageSamples
     from medseg.data.transforms import build_transform
     from medseg.eval.evaluation import evaluate_2d
+    from medseg.train.task_settings import TaskSettings
 
     label = np.zeros((40, 80), np.int64)
     label[10:30, 20:60] = 1
@@ -204,10 +205,10 @@ def test_longest_side_pads_and_scoring_ignores_the_padding(tmp_path):
 
     cfg = compose_cfg("train_2d", ["model=sam_vit_b", "model.image_size=64"], tmp_path)
     ctx = SimpleNamespace(
-        cfg=cfg, device=torch.device("cpu"), label_names={0: "background", 1: "polyp"},
+        device=torch.device("cpu"), label_names={0: "background", 1: "polyp"},
         val_samples=ImageSamples([case], tr, augment=False),
     )  # fmt: skip
-    summary, rows, _ = evaluate_2d(PerfectInImage(), None, ctx)
+    summary, rows, _ = evaluate_2d(PerfectInImage(), None, ctx, TaskSettings.from_cfg(cfg))
     assert summary["val/dice"] == pytest.approx(1.0, abs=0.02)  # without the crop: about 0.5
 
 

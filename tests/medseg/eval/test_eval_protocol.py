@@ -205,10 +205,10 @@ def test_automatic_mode_separates_classes_and_predicts_declared_ones(data_root, 
     ]
     cfg = compose_cfg("train_2d", over, tmp_path)
     ctx = prepare_data(cfg, tmp_path, mode="2d")
-    from hydra.utils import instantiate
+    from medseg.run.app import build_task
 
     model = build_model(cfg, torch.device("cpu"))
-    task = instantiate(cfg.model.task_2d)(cfg=cfg, ctx=ctx)
+    task = build_task(cfg, ctx, "task_2d")
     task.prepare_model(model)
     assert hasattr(model, "class_prompts")
     s = ctx.val_samples.get(0)

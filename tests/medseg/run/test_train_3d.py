@@ -213,8 +213,7 @@ def test_overfit_two_volumes(tmp_path):
 
 
 def _clip_batch_and_task(data_root, tmp_path, overrides):
-    from hydra.utils import instantiate
-
+    from medseg.run.app import build_task
     from medseg.run.context import prepare_data
     from sam2_train import build_sam2_model
     from tests.conftest import SMALL, compose_cfg
@@ -225,7 +224,7 @@ def _clip_batch_and_task(data_root, tmp_path, overrides):
         tmp_path,
     )
     ctx = prepare_data(cfg, tmp_path, mode="3d")
-    task = instantiate(cfg.model.task_3d)(cfg=cfg, ctx=ctx)
+    task = build_task(cfg, ctx, "task_3d")
     rng = np.random.default_rng(3)
     batch = task.collate([task.train_dataset.get(i, rng) for i in range(len(task.train_dataset))])
     torch.manual_seed(0)
@@ -294,8 +293,7 @@ def test_encoder_activation_checkpointing_gives_equal_gradients(data_root, tmp_p
 
 def test_training_clips_use_whole_volume_intensity_statistics(data_root, tmp_path):
     """MRI percentile windows (and min-max) of a clip come from its whole volume, as in validation."""
-    from hydra.utils import instantiate
-
+    from medseg.run.app import build_task
     from medseg.run.context import prepare_data
     from tests.conftest import SMALL, compose_cfg
 
@@ -310,7 +308,7 @@ def test_training_clips_use_whole_volume_intensity_statistics(data_root, tmp_pat
         tmp_path,
     )
     ctx = prepare_data(cfg, tmp_path, mode="3d")
-    task = instantiate(cfg.model.task_3d)(cfg=cfg, ctx=ctx)
+    task = build_task(cfg, ctx, "task_3d")
     clips = task.train_dataset
     case = ctx.train_cases[0]
     whole = ctx.val_transform(case)["image"]  # validation: the whole volume
