@@ -10,39 +10,43 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from medseg.train.checkpoint import load_state_strict, read_checkpoint, state_dict_of
 from medseg.train.weights import weights_record
 from traditional_models import SemanticSegmenter
 
-__all__ = ["ResNet50FrozenDecoder", "load_resnet_weights", "simple_decoder"]
+__all__ = ["ResNet50FrozenDecoder", "build_resnet", "load_resnet_weights", "simple_decoder"]
 
 
 def load_resnet_weights(model: nn.Module, path: str | Path) -> None:
     """Load a torchvision-format ResNet ``state_dict`` from ``path`` into ``model`` (strict).
 
-    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. Never downloads.
+    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. Never
+    downloads. Read and checked by :mod:`medseg.train.checkpoint` like every other weights file.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file cannot be read or its keys/shapes do not match ``model``.
+        CheckpointError: the file cannot be read safely or its keys do not match ``model`` (names ``path``).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"encoder_weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt / not a torch file
-        raise ValueError(f"encoder_weights {path} is not a readable torch state dict: {err}") from err
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"encoder_weights {path} does not hold a state dict of tensors")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"encoder_weights {path} does not match a torchvision ResNet: {err}") from err
+    obj = read_checkpoint(path)
+    if isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    load_state_strict(model, state_dict_of(obj, path), path, what="a torchvision ResNet (encoder_weights)")
+
+
+def build_resnet(factory, encoder_weights: str | Path | None, owner: str) -> tuple[nn.Module, dict]:
+    """``factory(weights=None)`` (a torchvision ResNet; nothing is downloaded), loaded from
+    ``encoder_weights`` when given, else logged as random init; returns it and its weights record."""
+    resnet = factory(weights=None)
+    if encoder_weights is not None:
+        load_resnet_weights(resnet, encoder_weights)
+    else:
+        logging.getLogger(__name__).warning(
+            "%s encoder: random init (model.net.encoder_weights not given; nothing is downloaded)", owner
+        )
+    return resnet, weights_record(encoder_weights)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -91,15 +95,9 @@ class ResNet50FrozenDecoder(SemanticSegmenter):
         if int(decoder_channels) < 4:
             raise ValueError(f"decoder_channels must be >= 4, got {decoder_channels!r}")
         self.image_size = int(image_size)
-        resnet = torchvision.models.resnet50(weights=None)
-        if encoder_weights is not None:
-            load_resnet_weights(resnet, encoder_weights)
-        else:
-            logging.getLogger(__name__).warning(
-                "%s encoder: random init (model.net.encoder_weights not given; nothing is downloaded)",
-                type(self).__name__,
-            )
-        self.encoder_weights_info = weights_record(encoder_weights)
+        resnet, self.encoder_weights_info = build_resnet(
+            torchvision.models.resnet50, encoder_weights, type(self).__name__
+        )
         self.encoder = nn.Sequential(
             resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,

@@ -7,16 +7,13 @@ MLP whose output FiLM-modulates (scale, shift) every decoder stage.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from medseg.train.weights import weights_record
 from traditional_models import ObjectSegmenter, check_object_inputs
-from traditional_models.resnet50_frozen_decoder import load_resnet_weights
+from traditional_models.resnet50_frozen_decoder import build_resnet
 
 __all__ = ["ResNetBoxPrompt", "rasterize_boxes"]
 
@@ -90,15 +87,9 @@ class ResNetBoxPrompt(ObjectSegmenter):
         if int(box_embed_dim) < 1:
             raise ValueError(f"box_embed_dim must be >= 1, got {box_embed_dim!r}")
         self.image_size = int(image_size)
-        resnet = _ENCODERS[encoder](weights=None)
-        if encoder_weights is not None:
-            load_resnet_weights(resnet, encoder_weights)
-        else:
-            logging.getLogger(__name__).warning(
-                "%s encoder: random init (model.net.encoder_weights not given; nothing is downloaded)",
-                type(self).__name__,
-            )
-        self.encoder_weights_info = weights_record(encoder_weights)
+        resnet, self.encoder_weights_info = build_resnet(
+            _ENCODERS[encoder], encoder_weights, type(self).__name__
+        )
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu)  # stride 2, 64 ch
         self.pool = resnet.maxpool
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2  # strides 4, 8 (64, 128 ch)

@@ -98,7 +98,19 @@ def key_mismatch(expected, found) -> str:
 def load_state_strict(
     model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model"
 ) -> None:
-    """``load_state_dict(strict=True)`` with one line naming ``path`` and the first mismatching keys."""
+    """``load_state_dict(strict=True)`` with one line naming ``path`` and the first mismatching keys or
+    shapes (torch's own error is a multi-line list without the file)."""
+    own = model.state_dict()
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if shapes:
+        raise CheckpointError(
+            f"{path}: shapes do not match {what} ({len(shapes)} tensors, first: {'; '.join(shapes[:2])} "
+            "in the file vs the model)"
+        )
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise CheckpointError(

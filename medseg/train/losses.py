@@ -76,6 +76,12 @@ class _PerObjectLoss(nn.Module):
     #: weight of the IoU-head regression with multimask logits (0 disables it)
     iou_weight: float = 1.0
 
+    def __init__(self, weights: dict[str, tuple[str, float]], iou_weight: float) -> None:
+        """``weights``: part name -> (argument name, value), each checked to be a number >= 0."""
+        super().__init__()
+        self.weights = {part: _check_weight(arg, value) for part, (arg, value) in weights.items()}
+        self.iou_weight = _check_weight("iou_weight", iou_weight)
+
     def mask_parts(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-mask unweighted parts. logits, target: ``[K, 1, H, W]``; returns ``{name: [K]}``."""
         raise NotImplementedError
@@ -160,12 +166,9 @@ class DiceBCELoss(_PerObjectLoss):
         smooth_dr: float = 1e-5,
         iou_weight: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.weights = {
-            "dice": _check_weight("dice_weight", dice_weight),
-            "bce": _check_weight("bce_weight", bce_weight),
-        }
-        self.iou_weight = _check_weight("iou_weight", iou_weight)
+        super().__init__(
+            {"dice": ("dice_weight", dice_weight), "bce": ("bce_weight", bce_weight)}, iou_weight
+        )
         if pos_weight is not None:
             _check_weight("pos_weight", pos_weight)
             self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]), persistent=False)
@@ -204,12 +207,7 @@ class DiceCELoss(_PerObjectLoss):
         smooth_dr: float = 1e-5,
         iou_weight: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.weights = {
-            "dice": _check_weight("lambda_dice", lambda_dice),
-            "ce": _check_weight("lambda_ce", lambda_ce),
-        }
-        self.iou_weight = _check_weight("iou_weight", iou_weight)
+        super().__init__({"dice": ("lambda_dice", lambda_dice), "ce": ("lambda_ce", lambda_ce)}, iou_weight)
         self.dice = DiceLoss(
             sigmoid=True,
             reduction="none",
@@ -266,12 +264,9 @@ class SAM2Loss(_PerObjectLoss):
         mask_loss_only_if_present: bool = True,
         smooth: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.weights = {
-            "focal": _check_weight("focal_weight", focal_weight),
-            "dice": _check_weight("dice_weight", dice_weight),
-        }
-        self.iou_weight = _check_weight("iou_weight", iou_weight)
+        super().__init__(
+            {"focal": ("focal_weight", focal_weight), "dice": ("dice_weight", dice_weight)}, iou_weight
+        )
         self.obj_weight = _check_weight("obj_weight", obj_weight)
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")

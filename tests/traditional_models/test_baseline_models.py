@@ -86,16 +86,18 @@ def test_resnet50_encoder_weights_load(tmp_path):
 
 
 def test_encoder_weights_errors(tmp_path):
+    from medseg.train.checkpoint import CheckpointError
+
     missing = tmp_path / "nope" / "resnet50.pth"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         ResNet50FrozenDecoder(encoder_weights=str(missing))
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=str(corrupt)):
+    with pytest.raises(CheckpointError, match=str(corrupt)):
         ResNet50FrozenDecoder(encoder_weights=str(corrupt))
     wrong = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
-    with pytest.raises(ValueError, match=str(wrong)):
+    with pytest.raises(CheckpointError, match=str(wrong)):
         ResNet50FrozenDecoder(encoder_weights=str(wrong))
 
 
