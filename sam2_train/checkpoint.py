@@ -13,10 +13,11 @@ import torch
 
 from medseg.train.checkpoint import (  # noqa: F401  (CheckpointError, read_checkpoint re-exported)
     CheckpointError,
-    key_mismatch,
+    load_state_strict,
     read_checkpoint,
     state_dict_of,
 )
+from sam2_train.class_prompts import attach_saved_class_prompts
 
 # Signature of each variant: (patch-embed width, number of Hiera blocks, SAM2.1 keys present)
 _SIGNATURES = {
@@ -49,27 +50,13 @@ def load_sam2_weights(model: torch.nn.Module, path: str | Path, *, variant: str 
     """
     obj = read_checkpoint(path)
     sd = state_dict_of(obj, path)
-    if "class_prompts.tokens" in sd and not hasattr(model, "class_prompts"):  # trained in automatic mode
-        from sam2_train.class_prompts import attach_class_prompts
-
-        attach_class_prompts(model, int(sd["class_prompts.tokens"].shape[0]) - 1)
-    expected = model.state_dict()
+    attach_saved_class_prompts(model, sd)  # trained in automatic mode
     found = guess_variant(sd)
     if variant is not None and found is not None and found != variant:
         raise CheckpointError(
             f"{path}: checkpoint is for variant {found!r} but model.variant is {variant!r} "
             f"(choose model={found} or the matching checkpoint)"
         )
-    mismatch = key_mismatch(expected, sd)
-    if mismatch:
-        looks = f"; it looks like {found!r}" if found else ""
-        raise CheckpointError(f"{path}: keys do not match {variant or 'the model'}: {mismatch}{looks}")
-    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(
-            f"{path}: {len(bad)} tensors have the wrong shape, e.g. {k}: file {tuple(sd[k].shape)} vs "
-            f"model {tuple(expected[k].shape)}" + (f"; it looks like {found!r}" if found else "")
-        )
-    model.load_state_dict(sd, strict=True)
+    looks = f"; it looks like {found!r}" if found else ""
+    load_state_strict(model, sd, path, variant or "the model", hint=looks)
     return obj

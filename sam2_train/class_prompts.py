@@ -42,3 +42,12 @@ def attach_class_prompts(model: nn.Module, max_id: int) -> ClassPrompts:
     cp = ClassPrompts(max_id, dim).to(next(model.parameters()).device)
     model.add_module("class_prompts", cp)
     return cp
+
+
+def attach_saved_class_prompts(model: nn.Module, state_dict: dict) -> ClassPrompts | None:
+    """A state dict trained in automatic mode holds ``class_prompts.tokens``: give ``model`` the module
+    (sized from the file) before it is loaded; None when there are none or the model has them already."""
+    tokens = state_dict.get("class_prompts.tokens")
+    if tokens is None or hasattr(model, "class_prompts"):
+        return None
+    return attach_class_prompts(model, int(tokens.shape[0]) - 1)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from medseg.train.checkpoint import CheckpointError, key_mismatch, read_checkpoint, state_dict_of
+from medseg.train.checkpoint import CheckpointError, load_state_strict, read_checkpoint, state_dict_of
 from sam2_train.checkpoint import guess_variant as guess_sam2_variant
+from sam2_train.class_prompts import attach_saved_class_prompts
 
 # image-encoder width -> variant (MedSAM is a ViT-B)
 _WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
@@ -46,24 +47,9 @@ def load_sam_weights(model: torch.nn.Module, path: str | Path, *, variant: str |
             f"(choose model=sam_{found} or the matching checkpoint)"
         )
     sd = adapt_state_dict(sd, model)
-    if "class_prompts.tokens" in sd and not hasattr(
-        model, "class_prompts"
-    ):  # automatic mode's learned tokens
-        from sam2_train.class_prompts import attach_class_prompts
-
-        attach_class_prompts(model, int(sd["class_prompts.tokens"].shape[0]) - 1)
-    expected = model.state_dict()
+    attach_saved_class_prompts(model, sd)  # automatic mode's learned tokens
     looks = found or guess_sam2_variant(sd)
-    hint = f"; it looks like {looks!r}" if looks else ""
-    mismatch = key_mismatch(expected, sd)
-    if mismatch:
-        raise CheckpointError(f"{path}: keys do not match SAM {variant or 'model'}: {mismatch}{hint}")
-    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(
-            f"{path}: {len(bad)} tensors have the wrong shape, e.g. {k}: file {tuple(sd[k].shape)} vs "
-            f"model {tuple(expected[k].shape)}{hint}"
-        )
-    model.load_state_dict(sd, strict=True)
+    load_state_strict(
+        model, sd, path, f"SAM {variant or 'model'}", hint=f"; it looks like {looks!r}" if looks else ""
+    )
     return obj

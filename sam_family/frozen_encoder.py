@@ -97,22 +97,10 @@ ENCODERS = {"sam_vit_b": _sam_vit_b, "resnet50": _resnet50}
 
 def _load_strict(model: nn.Module, path: Path) -> None:
     """One of our checkpoints of this model (``{"model": state_dict}``), strictly; one-line errors."""
-    from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+    from medseg.train.checkpoint import load_state_strict, read_checkpoint, state_dict_of
 
     sd = state_dict_of(read_checkpoint(path), path)
-    want = model.state_dict()
-    missing, unexpected = [k for k in want if k not in sd], [k for k in sd if k not in want]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: keys do not match model=frozen_encoder_decoder with encoder {model.encoder_name} "
-            f"({len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]})"
-        )
-    bad = [k for k in sd if tuple(sd[k].shape) != tuple(want[k].shape)]
-    if bad:
-        raise CheckpointError(
-            f"{path}: {bad[0]} has shape {tuple(sd[bad[0]].shape)}, model {tuple(want[bad[0]].shape)}"
-        )
-    model.load_state_dict(sd, strict=True)
+    load_state_strict(model, sd, path, f"model=frozen_encoder_decoder with encoder {model.encoder_name}")
 
 
 def choose_encoder(encoder: str, sam_checkpoint, sam_default: str | Path | None) -> tuple[str, str]:

@@ -96,27 +96,23 @@ def key_mismatch(expected, found) -> str:
 
 
 def load_state_strict(
-    model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model"
+    model: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "the model", hint: str = ""
 ) -> None:
     """``load_state_dict(strict=True)`` with one line naming ``path`` and the first mismatching keys or
-    shapes (torch's own error is a multi-line list without the file)."""
-    own = model.state_dict()
-    shapes = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if shapes:
+    shapes (torch's own error is a multi-line list without the file); ``hint`` ends the line (e.g.
+    ``"; it looks like 'sam2.1_hiera_s'"``). Nothing is loaded when anything mismatches."""
+    expected = model.state_dict()
+    mismatch = key_mismatch(expected, state_dict)
+    if mismatch:
+        raise CheckpointError(f"{path}: keys do not match {what}: {mismatch}{hint}")
+    bad = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        k = bad[0]
         raise CheckpointError(
-            f"{path}: shapes do not match {what} ({len(shapes)} tensors, first: {'; '.join(shapes[:2])} "
-            "in the file vs the model)"
+            f"{path}: {len(bad)} tensors have the wrong shape for {what}, e.g. {k}: file "
+            f"{tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}{hint}"
         )
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: keys do not match {what} ({len(missing)} missing, first {missing[:3]}; "
-            f"{len(unexpected)} unexpected, first {unexpected[:3]})"
-        )
+    model.load_state_dict(state_dict, strict=True)
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

@@ -18,12 +18,14 @@ def test_shape_mismatch_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_state_strict(net, other, path, what="the unet")
     msg = str(e.value)
-    assert "\n" not in msg and str(path) in msg and "shapes do not match the unet" in msg
-    assert "0.weight (4, 3, 3, 3) vs (8, 3, 3, 3)" in msg
+    assert "\n" not in msg and str(path) in msg and "3 tensors have the wrong shape for the unet" in msg
+    assert "0.weight: file (4, 3, 3, 3) vs model (8, 3, 3, 3)" in msg
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing half-loaded
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):
     net = torch.nn.Linear(2, 1)
-    with pytest.raises(CheckpointError, match=r"keys do not match the model \(1 missing"):
+    with pytest.raises(
+        CheckpointError, match=r"keys do not match the model: 1 missing keys \(first: bias\); 1 unex"
+    ):
         load_state_strict(net, {"weight": torch.zeros(1, 2), "extra": torch.zeros(1)}, tmp_path / "x.pth")
