@@ -143,6 +143,19 @@ class CaseDataset:
                     f"(known: {sorted(self.default_label_names)})"
                 )
 
+    def _case(self, case_id: str, image, label, geom, label_names: dict | None = None) -> dict:
+        """The raw case dict every layout's ``_load`` returns (spacing from ``geom``; ``label_names``
+        None: the layout's declared names)."""
+        names = dict(self.default_label_names) if label_names is None else label_names
+        return {
+            "image": image,
+            "label": label,
+            "case_id": case_id,
+            "spacing": geom.spacing,
+            "geometry": geom,
+            "label_names": names,
+        }
+
     def _load(self, case_id: str) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 

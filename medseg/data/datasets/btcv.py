@@ -107,11 +107,4 @@ class BTCVDataset(CaseDataset):
                     )
                 label[z] = m[0]
         geom = Geometry.identity(self._dirs[case_id][0])
-        return {
-            "image": image,
-            "label": label,
-            "case_id": case_id,
-            "spacing": geom.spacing,
-            "geometry": geom,
-            "label_names": dict(self.default_label_names),
-        }
+        return self._case(case_id, image, label, geom)

@@ -175,11 +175,4 @@ class Folder2DDataset(CaseDataset):
             names = {1: self.foreground_name}
         else:
             names = {int(i): f"label_{int(i)}" for i in np.unique(label) if i > 0}
-        return {
-            "image": image,
-            "label": label,
-            "case_id": case_id,
-            "spacing": geom.spacing,
-            "geometry": geom,
-            "label_names": names,
-        }
+        return self._case(case_id, image, label, geom, names)

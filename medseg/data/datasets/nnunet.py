@@ -127,14 +127,7 @@ class NnUNetDataset(CaseDataset):
         if lab_path is not None:
             label, lgeom = read_label(lab_path)
             check_pair(img_path, image.shape, geom, lab_path, label.shape, lgeom)
-        return {
-            "image": image,
-            "label": label,
-            "case_id": case_id,
-            "spacing": geom.spacing,
-            "geometry": geom,
-            "label_names": dict(self.default_label_names),
-        }
+        return self._case(case_id, image, label, geom)
 
 
 def check_pair(img_path, img_shape, img_geom, lab_path, lab_shape, lab_geom) -> None:

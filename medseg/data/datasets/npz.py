@@ -76,11 +76,4 @@ class NpzDataset(CaseDataset):
                 )
             label = label.astype(np.int64)
         geom = Geometry.identity(f, spacing if known else None)
-        return {
-            "image": image.astype(np.float32),
-            "label": label,
-            "case_id": case_id,
-            "spacing": geom.spacing,
-            "geometry": geom,
-            "label_names": {},
-        }
+        return self._case(case_id, image.astype(np.float32), label, geom, {})

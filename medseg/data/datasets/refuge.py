@@ -106,11 +106,4 @@ class RefugeDataset(CaseDataset):
             label[0][self._vote(d, "cup", hw)] = 1
         elif self.target == "both":
             label[0][self._vote(d, "cup", hw)] = 2
-        return {
-            "image": image,
-            "label": label,
-            "case_id": case_id,
-            "spacing": geom.spacing,
-            "geometry": geom,
-            "label_names": dict(self.default_label_names),
-        }
+        return self._case(case_id, image, label, geom)
