@@ -7,30 +7,15 @@ import torch
 from medseg.train.params import apply_trainable as _apply
 from medseg.train.params import param_groups, trainable_table  # noqa: F401  (re-exported)
 
+# SAM2's memory encoder/attention, object pointers and the no-memory / no-object embeddings
+_MEMORY_AND_POINTERS = ["memory_*", "maskmem_*", "obj_ptr*", "no_mem*", "no_obj*", "mask_downsample.*"]
+
 # preset -> parameter-name patterns that stay trainable (everything else is frozen)
 PRESETS: dict[str, list[str]] = {
     "full": ["*"],
     "decoder_only": ["sam_mask_decoder.*"],
-    "frozen_image_encoder": [
-        "sam_prompt_encoder.*",
-        "sam_mask_decoder.*",
-        "memory_*",
-        "maskmem_*",
-        "obj_ptr*",
-        "no_mem*",
-        "no_obj*",
-        "mask_downsample.*",
-    ],
-    "frozen_prompt_encoder": [
-        "image_encoder.*",
-        "sam_mask_decoder.*",
-        "memory_*",
-        "maskmem_*",
-        "obj_ptr*",
-        "no_mem*",
-        "no_obj*",
-        "mask_downsample.*",
-    ],
+    "frozen_image_encoder": ["sam_prompt_encoder.*", "sam_mask_decoder.*", *_MEMORY_AND_POINTERS],
+    "frozen_prompt_encoder": ["image_encoder.*", "sam_mask_decoder.*", *_MEMORY_AND_POINTERS],
     "memory_only": [
         "memory_attention.*",
         "memory_encoder.*",

@@ -54,22 +54,25 @@ def _models(bench: Bench, root: str, S: int):
     return cfg, model_a, copy.deepcopy(model_a)
 
 
-def _compare(bench: Bench, ours, bare, inputs, warmup: int, repeats: int, goal: float, profile: bool) -> dict:
+def _compare(
+    bench: Bench, ours, bare, inputs, warmup: int, repeats: int, goal: float, profile: bool
+) -> tuple[dict, dict]:
+    """(timing summary, profiles of both sides when ``profile`` and the goal was missed)."""
     t = bench.interleaved({"ours": lambda: ours(inputs), "bare": lambda: bare(inputs)}, warmup, repeats)
     res = summarise(bench, t, goal, repeats, warmup)
+    profiles = {}
     if profile and not res["pass"]:
-        res["profile_ours"] = top_profile(lambda: ours(inputs))
-        res["profile_bare"] = top_profile(lambda: bare(inputs))
-        res["profile_ours_repo"] = repo_profile(lambda: ours(inputs))
-    return res
+        profiles["profile_ours"] = top_profile(lambda: ours(inputs))
+        profiles["profile_bare"] = top_profile(lambda: bare(inputs))
+        profiles["profile_ours_repo"] = repo_profile(lambda: ours(inputs))
+    return res, profiles
 
 
 def bench_overhead_2d(bench: Bench, S: int, warmup: int, repeats: int, profile: bool) -> dict:
     cfg, model_a, model_b = _models(bench, "train_2d", S)
     batch = make_2d_batch(S, 2)
     ours, bare = ours_2d(bench, cfg, model_a), bare_2d(bench, model_b)
-    res = _compare(bench, ours, bare, batch, warmup, repeats, GOAL_2D, profile)
-    profiles = {k: res.pop(k) for k in ("profile_ours", "profile_bare", "profile_ours_repo") if k in res}
+    res, profiles = _compare(bench, ours, bare, batch, warmup, repeats, GOAL_2D, profile)
     return {
         "variant": VARIANT,
         "image_size": S,
@@ -84,8 +87,7 @@ def bench_overhead_3d(bench: Bench, S: int, warmup: int, repeats: int, profile: 
     cfg, model_a, model_b = _models(bench, "train_3d", S)
     clip = make_clip(S, 8, 2)
     ours, bare = ours_3d(bench, cfg, model_a), bare_3d(bench, model_b)
-    res = _compare(bench, ours, bare, clip, warmup, repeats, GOAL_3D, profile)
-    profiles = {k: res.pop(k) for k in ("profile_ours", "profile_bare", "profile_ours_repo") if k in res}
+    res, profiles = _compare(bench, ours, bare, clip, warmup, repeats, GOAL_3D, profile)
     return {
         "variant": VARIANT,
         "image_size": S,
