@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,8 @@ SMALL = [
     "trainer.progress_bar=false",
     "logger.log_images=false",
 ]
+# the same for an entry point run as a subprocess (run_cli, run_torchrun); each test adds its own limits
+CLI_SMALL = ["model.image_size=64", "model.checkpoint=null", "trainer.device=cpu", "trainer.num_workers=0"]
 
 
 def compose_cfg(root: str, overrides: list[str], out_dir: Path):
@@ -81,6 +84,22 @@ def run_cli(
     )
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (the rendezvous of a test's process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun(
+    script: str | Path, *overrides: object, nproc: int = 2, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node=<nproc> <script> <overrides...>`` on a free port,
+    run and captured as :func:`run_cli` does."""
+    torchrun = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"]
+    return run_cli(*torchrun, script, *overrides, timeout=timeout, env=env)
+
+
 def checkpoint_weights(path: Path) -> dict:
     """The model state dict of a checkpoint file (ours or Meta's)."""
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
@@ -98,6 +117,17 @@ def data_root(tmp_path_factory) -> Path:
     synthetic.write_npz(root / "npz", n_cases=3, depth=8, size=48)
     synthetic.write_folder2d(root / "folder2d", n=6, size=64)
     return root
+
+
+@pytest.fixture(scope="module")
+def meta_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint in Meta's layout (``{"model": state_dict}``): Hiera-T, 64 px, random weights (seed 0)."""
+    from sam2_train import build_sam2_model
+
+    path = tmp_path_factory.mktemp("meta") / "sam2.1_tiny_like.pt"
+    torch.manual_seed(0)
+    torch.save({"model": build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()}, path)
+    return path
 
 
 @pytest.fixture

@@ -48,21 +48,22 @@ def _ours(model, image):
     return encode_images(model, ((x - MEAN) / STD)[None])
 
 
+def _ours_decoded(model, image, n_objects: int, **prompts):
+    """Our low-res logits and IoU predictions for ``n_objects`` prompted objects of the one ``image``."""
+    feats = _ours(model, image)
+    low, ious, _, _ = decode_objects(
+        model, feats.image_embed, feats.high_res, torch.zeros(n_objects, dtype=torch.long), **prompts
+    )
+    return low, ious
+
+
 @torch.no_grad()
 def test_box_prompts_equal_meta_image_predictor(model, image):
     boxes = np.array([[60, 18, 120, 62], [10, 70, 50, 120]], np.float32)
     meta_logits, meta_iou, _ = _meta(model, image).predict(
         box=boxes, multimask_output=False, return_logits=True
     )
-    feats = _ours(model, image)
-    low, ious, _, _ = decode_objects(
-        model,
-        feats.image_embed,
-        feats.high_res,
-        torch.zeros(2, dtype=torch.long),
-        boxes=torch.from_numpy(boxes),
-        multimask_output=False,
-    )
+    low, ious = _ours_decoded(model, image, 2, boxes=torch.from_numpy(boxes), multimask_output=False)
     ours = upsample(low, S)
     assert ours.shape == tuple(torch.as_tensor(meta_logits).shape)
     diff = (ours - torch.as_tensor(meta_logits)).abs().max().item()
@@ -77,12 +78,10 @@ def test_click_prompt_multimask_equals_meta(model, image):
     meta_logits, meta_iou, _ = _meta(model, image).predict(
         point_coords=pts, point_labels=np.array([1]), multimask_output=True, return_logits=True
     )
-    feats = _ours(model, image)
-    low, ious, _, _ = decode_objects(
+    low, ious = _ours_decoded(
         model,
-        feats.image_embed,
-        feats.high_res,
-        torch.zeros(1, dtype=torch.long),
+        image,
+        1,
         points=torch.from_numpy(pts)[None],
         point_labels=torch.ones(1, 1, dtype=torch.long),
         multimask_output=True,

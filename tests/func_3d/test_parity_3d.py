@@ -17,26 +17,16 @@ from PIL import Image
 
 from func_3d import FramePrompts, propagate
 from sam2_train import build_sam2_model
+from tests.func_3d.helpers import MEAN, STD, drifting_discs
 
 S, T = 64, 10
 TOL = 1e-4
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+DISCS = [(0.3, 0.4, 0.15), (0.65, 0.6, 0.2), (0.5, 0.2, 0.1)]
 
 
 def synthetic_volume(num_frames: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Three drifting discs on noise, ImageNet-normalised: ``[T, 3, S, S]``."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    frames = []
-    for t in range(num_frames):
-        img = 0.1 * torch.rand(size, size, generator=g)
-        for cx, cy, r in [(0.3, 0.4, 0.15), (0.65, 0.6, 0.2), (0.5, 0.2, 0.1)]:
-            rr = r * size * (1 + 0.05 * math.sin(t))
-            img += (((xx - (cx + 0.01 * t) * size) ** 2 + (yy - cy * size) ** 2) < rr**2).float() * 0.7
-        frames.append(img)
-    vol = torch.stack(frames).clamp(0, 1)[:, None].expand(-1, 3, -1, -1)
-    return (vol - MEAN) / STD
+    """Three drifting, pulsing discs on noise, ImageNet-normalised: ``[T, 3, S, S]``."""
+    return drifting_discs(num_frames, size, DISCS, drift=0.01, pulse=0.05, seed=seed)
 
 
 def sensitive_weights(model: torch.nn.Module) -> None:

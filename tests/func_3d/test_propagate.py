@@ -9,26 +9,14 @@ import torch
 
 from func_3d import FramePrompts, encode_frames, processing_order, propagate
 from sam2_train import build_sam2_model
+from tests.func_3d.helpers import drifting_discs
 
 S, T, N_OBJ = 64, 6, 2
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 def synthetic_volume(num_frames: int, size: int, seed: int = 0) -> torch.Tensor:
     """Two drifting discs on noise, ImageNet-normalised: ``[T, 3, S, S]``."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    frames = []
-    for t in range(num_frames):
-        img = 0.1 * torch.rand(size, size, generator=g)
-        for cx, cy, r in [(0.3, 0.4, 0.15), (0.65, 0.6, 0.2)]:
-            img += (
-                ((xx - (cx + 0.02 * t) * size) ** 2 + (yy - cy * size) ** 2) < (r * size) ** 2
-            ).float() * 0.7
-        frames.append(img)
-    vol = torch.stack(frames).clamp(0, 1)[:, None].expand(-1, 3, -1, -1)
-    return (vol - MEAN) / STD
+    return drifting_discs(num_frames, size, [(0.3, 0.4, 0.15), (0.65, 0.6, 0.2)], drift=0.02, seed=seed)
 
 
 @pytest.fixture(scope="module")

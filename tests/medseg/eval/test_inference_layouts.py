@@ -13,25 +13,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from medseg.data import synthetic
 from medseg.eval.tables import read_csv
 from tests.conftest import compose_cfg
+from tests.medseg.helpers import crop_nifti_width, record_loaded_cases
 
 D, H, W = 6, 40, 34  # all different, so a swapped axis cannot go unnoticed
 
 
-def _crop_nifti_tree(root: Path) -> None:
-    for f in sorted(root.rglob("*.nii.gz")):  # nibabel's i (= x = W) axis: H -> W columns
-        img = nib.load(str(f))
-        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:W], img.affine, header=img.header), str(f))
-
-
 def nnunet_nifti(root: Path) -> dict[str, np.ndarray]:
     synthetic.write_nnunet(root, n_cases=2, depth=D, size=H, n_organs=2, n_test=0)
-    _crop_nifti_tree(root)
+    crop_nifti_width(root, W)  # H -> W columns
     return {
         f.name[:-7]: np.asarray(nib.load(str(f)).dataobj).transpose(2, 1, 0)
         for f in (root / "labelsTr").iterdir()
@@ -87,41 +81,18 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def meta_ckpt(tmp_path_factory) -> Path:
-    from sam2_train import build_sam2_model
-
-    path = tmp_path_factory.mktemp("meta") / "sam2.1_tiny_like.pt"
-    torch.manual_seed(0)
-    torch.save({"model": build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_npy_is_dhw_in_slice_order_and_hd95_has_its_unit(layout, meta_ckpt, tmp_path, monkeypatch):
     import func_3d.inference as inf
 
     writer, dataset, unit, nifti = LAYOUTS[layout]
     expected = writer(tmp_path / "data")
-    seen: dict = {}
-    real_build = inf.build_dataset
-
-    def spy_build(cfg):
-        ds = real_build(cfg)
-        load = ds.load_case
-
-        def load_case(case_id, **kw):
-            seen[case_id] = seen["last"] = load(case_id, **kw)
-            return seen["last"]
-
-        ds.load_case = load_case
-        return ds
+    seen = record_loaded_cases(monkeypatch, inf)
 
     def reference_as_prediction(model, images, vp, prompt_type, out_hw, **kw):
         assert images.shape[0] == D and tuple(out_hw) == (H, W)
         return np.asarray(seen["last"]["label"]).astype(np.int64).copy()
 
-    monkeypatch.setattr(inf, "build_dataset", spy_build)
     monkeypatch.setattr(inf, "segment_volume", reference_as_prediction)
     out = tmp_path / "preds"
     cfg = compose_cfg(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import pytest
 import yaml
 
 from medseg.eval.sweep import MAX_JOB_DIRNAME, SweepSummaryCallback, job_dirname, summarize_sweep
-from tests.conftest import run_cli
+from medseg.eval.tables import read_csv
+from tests.conftest import CLI_SMALL, run_cli
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,-")
 
@@ -110,10 +110,7 @@ def test_multirun_with_a_path_override_writes_flat_job_folders_and_a_summary(dat
         f"dataset.root={data_root / 'kvasir'}",
         f"sam2_checkpoint={ckpt}",
         "optim.lr=1e-4,2e-4",
-        "model.image_size=64",
-        "model.checkpoint=null",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
+        *CLI_SMALL,
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1",
@@ -132,7 +129,6 @@ def test_multirun_with_a_path_override_writes_flat_job_folders_and_a_summary(dat
         assert "sam2_checkpoint=sam2.1_hiera_tiny" in job.name, job.name
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         assert f"sam2_checkpoint={ckpt}" in overrides  # the full overrides are kept
-    with open(sweep / "sweep_summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep / "sweep_summary.csv")
     assert sorted(row["run"] for row in rows) == [j.name for j in jobs]
     assert "WARNING sweep summary" not in r.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from medseg.eval.tables import read_csv
 from sam2_train import VARIANTS
-from tests.conftest import CONF, ROOT, compose_cfg, run_cli
+from tests.conftest import CLI_SMALL, CONF, ROOT, compose_cfg, run_cli
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("local",))
 THREE_D = {"btcv_organs", "btcv_one_prompt", "nnunet_multiorgan"}
@@ -287,10 +287,7 @@ def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path
         "-m",
         "model=sam2.1_hiera_t,sam2_hiera_t",
         f"dataset.root={data_root / 'nnunet'}",
-        "model.image_size=64",
-        "model.checkpoint=null",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
+        *CLI_SMALL,
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1",
@@ -303,8 +300,7 @@ def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(p for p in sweep.iterdir() if (p / "checkpoint_last.pth").exists())
     assert len(runs) == 2
-    with open(sweep / "sweep_summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep / "sweep_summary.csv")
     assert sorted(r["model"] for r in rows) == ["sam2.1_hiera_t", "sam2_hiera_t"]
     assert (sweep / "sweep_summary.md").read_text().count("sam2") >= 2
     assert (sweep / "sweep_summary.png").stat().st_size > 1000

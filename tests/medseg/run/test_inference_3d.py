@@ -10,11 +10,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from medseg.errors import DataError
 from medseg.eval.tables import read_csv as _rows
 from tests.conftest import compose_cfg, run_cli, run_entry
+from tests.medseg.helpers import crop_nifti_width, record_loaded_cases
 
 # depth 8, H 40, W 34 (non-square, so a swapped H/W cannot go unnoticed); cases 0-2 labelled, case_003 not
 D, H, W = 8, 40, 34
@@ -50,10 +50,7 @@ def volumes(tmp_path_factory) -> Path:
         n_test=1,
         affine=_oblique_affine(),
     )
-    for f in sorted(root.rglob("*.nii.gz")):  # crop nibabel's i (= x = W) axis: 40 -> 34 columns
-        img = nib.load(str(f))
-        out = nib.Nifti1Image(np.asarray(img.dataobj)[:W], img.affine, header=img.header)
-        nib.save(out, str(f))
+    crop_nifti_width(root, W)  # 40 -> 34 columns
     return root
 
 
@@ -74,16 +71,6 @@ def trained(volumes, tmp_path_factory) -> Path:
         out,
     )
     return out / "checkpoint_best.pth"
-
-
-@pytest.fixture(scope="module")
-def meta_ckpt(tmp_path_factory) -> Path:
-    from sam2_train import build_sam2_model
-
-    path = tmp_path_factory.mktemp("meta") / "sam2.1_tiny_like.pt"
-    torch.manual_seed(0)
-    torch.save({"model": build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()}, path)
-    return path
 
 
 def _infer(ckpt: Path, root: Path, out: Path, *extra: str, split: str = "val"):
@@ -148,22 +135,10 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
     voxel: checks reader -> prompts -> (D,H,W) prediction -> writer, independently of the model's quality."""
     import func_3d.inference as inf
 
-    seen: dict = {}
-    real_build = inf.build_dataset
-
-    def spy_build(cfg):
-        ds = real_build(cfg)
-        load = ds.load_case
-
-        def load_case(case_id, **kw):
-            seen["case"] = load(case_id, **kw)
-            return seen["case"]
-
-        ds.load_case = load_case
-        return ds
+    seen = record_loaded_cases(monkeypatch, inf)
 
     def fake_segment(model, images, vp, prompt_type, out_hw, **kw):
-        label = np.asarray(seen["case"]["label"])
+        label = np.asarray(seen["last"]["label"])
         assert images.shape[0] == label.shape[0] == D and tuple(out_hw) == label.shape[1:] == (H, W)
         S = images.shape[-1]
         assert vp.obj_ids
@@ -176,7 +151,6 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
         seen["calls"] = seen.get("calls", 0) + 1
         return label.astype(np.int64).copy()
 
-    monkeypatch.setattr(inf, "build_dataset", spy_build)
     monkeypatch.setattr(inf, "segment_volume", fake_segment)
     preds = tmp_path / "preds"
     rows = _infer(trained, volumes, preds)

@@ -13,8 +13,16 @@ import pytest
 import torch
 
 from medseg.eval.tables import read_csv as _rows
-from tests.conftest import ROOT, run_cli, run_entry
+from tests.conftest import CLI_SMALL, ROOT, run_cli, run_entry, run_torchrun
 from tests.conftest import checkpoint_weights as _weights
+from tests.medseg.helpers import (
+    DDP_SMALL,
+    changed_keys,
+    full_part_resumed,
+    init_weights,
+    max_abs_diff,
+    untimed_rows,
+)
 
 EXPERIMENTS_2D = {
     "refuge_cup": "refuge",
@@ -53,8 +61,6 @@ def test_experiment_two_steps(experiment, data_root, tmp_path):
 
 
 def test_trainable_parts_stay_frozen(data_root, tmp_path):
-    from sam2_train import build_sam2_model
-
     out = tmp_path / "run"
     run_entry(
         "train_2d",
@@ -66,10 +72,7 @@ def test_trainable_parts_stay_frozen(data_root, tmp_path):
         ],
         out,
     )
-    torch.manual_seed(3)
-    init = build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()
-    after = _weights(out / "checkpoint_last.pth")
-    changed = {k for k in after if not torch.equal(after[k], init[k])}
+    changed = changed_keys(_weights(out / "checkpoint_last.pth"), init_weights(3))
     assert changed, "nothing trained"
     assert all(k.startswith("sam_mask_decoder.") for k in changed), sorted(changed)[:5]
 
@@ -82,23 +85,12 @@ def test_resume_is_exact(data_root, tmp_path):
         "optim.lr=1e-3",
         "seed=7",
     ]
-    full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
-    run_entry("train_2d", [*common, "trainer.max_epochs=2"], full)
-    run_entry("train_2d", [*common, "trainer.max_epochs=2", "trainer.stop_after_epochs=1"], part)  # "killed"
-    run_entry(
-        "train_2d",
-        [*common, "trainer.max_epochs=2", f"trainer.resume={part / 'checkpoint_last.pth'}"],
-        resumed,
-    )
+    full, part, resumed = full_part_resumed("train_2d", common, tmp_path)
     a, b = _weights(full / "checkpoint_last.pth"), _weights(resumed / "checkpoint_last.pth")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     init = _weights(part / "checkpoint_last.pth")
     assert any(not torch.equal(a[k], init[k]) for k in a), "second epoch changed nothing"
-    ra, rb = _rows(full / "metrics.csv"), _rows(resumed / "metrics.csv")
-    drop = {"time_s", "loader_wait_s", "loader_wait_frac"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in ra] == [
-        {k: v for k, v in r.items() if k not in drop} for r in rb
-    ]
+    assert untimed_rows(full / "metrics.csv") == untimed_rows(resumed / "metrics.csv")
     assert (resumed / "splits.json").read_text() == (full / "splits.json").read_text()
     from medseg.train.checkpoint import CheckpointError
 
@@ -238,16 +230,13 @@ def test_cli_output_contract(data_root, tmp_path):
         "dataset=kvasir",
         f"dataset.root={data_root / 'kvasir'}",
         "model=sam2.1_hiera_t",
-        "model.image_size=64",
-        "model.checkpoint=null",
+        *CLI_SMALL,
         "prompt=box",
         "trainer.max_epochs=1",
         "trainer.batch_size=2",
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=2",
         "trainer.val_freq=1",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
         "vis=true",
         f"hydra.run.dir={out}",
         timeout=400,
@@ -302,53 +291,17 @@ def test_overfit_four_images(tmp_path):
 def test_ddp_two_processes_match_one_process(data_root, tmp_path):
     """2 gloo processes with batch 1 each == 1 process with batch 2 (SGD, so float summation-order noise is
     not amplified by Adam's normalisation; tolerance 1e-5 absolute on every weight)."""
-    common = [
-        "train_2d.py",
-        f"dataset.root={data_root / 'kvasir'}",
-        "model.image_size=64",
-        "model.checkpoint=null",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
-        "optim=sgd",
-        "optim.lr=1e-2",
-        "seed=5",
-        "trainer.progress_bar=false",
-    ]
+    common = ["train_2d.py", f"dataset.root={data_root / 'kvasir'}", *DDP_SMALL]
     one, two = tmp_path / "one", tmp_path / "two"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = {"OMP_NUM_THREADS": "1"}
     r1 = run_cli(*common, "trainer.batch_size=2", f"hydra.run.dir={one}", timeout=400, env=env)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    r2 = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29533",
-            *common,
-            "trainer.batch_size=1",
-            f"hydra.run.dir={two}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-        env=env,
-    )
+    r2 = run_torchrun(*common, "trainer.batch_size=1", f"hydra.run.dir={two}", timeout=600, env=env)
     assert r2.returncode == 0, r2.stderr[-3000:]
     a, b = _weights(one / "checkpoint_last.pth"), _weights(two / "checkpoint_last.pth")
-    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    diff = max_abs_diff(a, b)
     assert diff < 1e-5, diff
-    from sam2_train import build_sam2_model
-
-    torch.manual_seed(5)
-    init = build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()
-    moved = max(float((a[k].float() - init[k].float()).abs().max()) for k in a)
+    moved = max_abs_diff(a, init_weights(5))
     assert moved > 100 * 1e-5, "training did not move the weights: the comparison would be empty"
 
 

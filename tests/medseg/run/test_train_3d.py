@@ -4,26 +4,17 @@ the three volume layouts, frozen parts, exact resume, DDP, overfitting."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from medseg.eval.tables import read_csv as _rows
-from tests.conftest import ROOT, run_entry
+from tests.conftest import CLI_SMALL, run_entry, run_torchrun
 from tests.conftest import checkpoint_weights as _weights
+from tests.medseg.helpers import changed_keys, full_part_resumed, init_weights, untimed_rows
 
 FAST_3D = ["func_3d.video_length=4", "trainer.batch_size=1"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("layout", ["nnunet", "btcv", "npz"])
@@ -71,8 +62,6 @@ def test_two_steps_output_contract(layout, data_root, tmp_path):
 
 
 def test_memory_only_trains_memory_attention_only(data_root, tmp_path):
-    from sam2_train import build_sam2_model
-
     out = tmp_path / "run"
     run_entry(
         "train_3d",
@@ -86,11 +75,10 @@ def test_memory_only_trains_memory_attention_only(data_root, tmp_path):
         ],
         out,
     )
-    torch.manual_seed(3)
-    init = build_sam2_model("sam2.1_hiera_t", image_size=64).state_dict()
+    init = init_weights(3)
     after = _weights(out / "checkpoint_last.pth")
     assert set(after) == set(init)
-    changed = {k for k in after if not torch.equal(after[k], init[k])}
+    changed = changed_keys(after, init)
     assert any(k.startswith("memory_attention.") for k in changed), sorted(changed)[:5]
     frozen = [
         k for k in after if k.startswith(("image_encoder.", "sam_mask_decoder.", "sam_prompt_encoder."))
@@ -107,15 +95,8 @@ def test_resume_is_exact(data_root, tmp_path):
         "func_3d.reverse_prob=0.5",
         *FAST_3D,
     ]
-    full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
-    run_entry("train_3d", [*common, "trainer.max_epochs=2"], full)
-    run_entry("train_3d", [*common, "trainer.max_epochs=2", "trainer.stop_after_epochs=1"], part)  # "killed"
+    full, part, resumed = full_part_resumed("train_3d", common, tmp_path)
     assert len(_rows(part / "metrics.csv")) == 1
-    run_entry(
-        "train_3d",
-        [*common, "trainer.max_epochs=2", f"trainer.resume={part / 'checkpoint_last.pth'}"],
-        resumed,
-    )
     a, b = _weights(full / "checkpoint_last.pth"), _weights(resumed / "checkpoint_last.pth")
     bad = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), atol=1e-6)]
     assert not bad, bad[:5]
@@ -123,48 +104,28 @@ def test_resume_is_exact(data_root, tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("memory_attention.")), (
         "second epoch did not change the memory attention"
     )
-    ra, rb = _rows(full / "metrics.csv"), _rows(resumed / "metrics.csv")
-    drop = {"time_s", "loader_wait_s", "loader_wait_frac"}
+    ra, rb = untimed_rows(full / "metrics.csv"), untimed_rows(resumed / "metrics.csv")
     assert len(ra) == 2
-    assert [{k: v for k, v in r.items() if k not in drop} for r in ra] == [
-        {k: v for k, v in r.items() if k not in drop} for r in rb
-    ]
+    assert ra == rb
     assert (resumed / "splits.json").read_text() == (full / "splits.json").read_text()
 
 
 def test_torchrun_two_cpu_processes(data_root, tmp_path):
     """3 training volumes / (2 processes x batch 1) = 1 step per epoch: 2 epochs = 2 steps."""
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
-            "train_3d.py",
-            f"dataset.root={data_root / 'nnunet'}",
-            "model.image_size=64",
-            "model.checkpoint=null",
-            "trainer.device=cpu",
-            "trainer.num_workers=0",
-            "trainer.max_epochs=2",
-            "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1",
-            "trainer.batch_size=1",
-            "func_3d.video_length=4",
-            "trainer.progress_bar=false",
-            "logger=none",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
+    r = run_torchrun(
+        "train_3d.py",
+        f"dataset.root={data_root / 'nnunet'}",
+        *CLI_SMALL,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        *FAST_3D,
+        "trainer.progress_bar=false",
+        "logger=none",
+        f"hydra.run.dir={out}",
         timeout=500,
-        env=env,
+        env={"OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     ck = torch.load(out / "checkpoint_last.pth", map_location="cpu", weights_only=True)

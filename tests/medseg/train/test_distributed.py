@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 
 import pytest
@@ -14,33 +13,15 @@ import torch
 from medseg.eval.tables import read_csv
 from medseg.train.distributed import export_cluster_env, first_host
 from medseg.train.preemption import RunInterrupted
+from tests.conftest import checkpoint_weights, free_port
 from tests.ddp_toy import ROOT, ToyTask, run_toy, spawn_worker
-
-TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _weights(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-
-
-def _rows(path, drop=TIMING) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in drop} for r in read_csv(path)]
+from tests.medseg.helpers import max_abs_diff, untimed_rows
 
 
 def _spawn(out, world=2, trainer=None, kill_rank=None, kill_at=None):
     torch.multiprocessing.spawn(
         spawn_worker,
-        args=(world, _free_port(), str(out), trainer or {}, kill_rank, kill_at),
+        args=(world, free_port(), str(out), trainer or {}, kill_rank, kill_at),
         nprocs=world,
         join=True,
     )
@@ -148,12 +129,12 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
     probe = torch.load(tmp_path / "two" / "probe.pt", weights_only=True)
     assert probe == {"ddp": True, "find_unused": True}
     a, b = (
-        _weights(tmp_path / "one" / "checkpoint_last.pth"),
-        _weights(tmp_path / "two" / "checkpoint_last.pth"),
+        checkpoint_weights(tmp_path / "one" / "checkpoint_last.pth"),
+        checkpoint_weights(tmp_path / "two" / "checkpoint_last.pth"),
     )
     init = run_toy(tmp_path / "init", max_epochs=0).model.state_dict()
-    assert _max_diff(a, init) > 1e-3, "training did not move the weights: the comparison would be empty"
-    assert _max_diff(a, b) <= 1e-6
+    assert max_abs_diff(a, init) > 1e-3, "training did not move the weights: the comparison would be empty"
+    assert max_abs_diff(a, b) <= 1e-6
     assert torch.equal(a["unused.weight"], init["unused.weight"])
 
 
@@ -224,12 +205,15 @@ def test_signal_mid_epoch_then_resume_in_place_is_exact(sig, kill_step, tmp_path
     resumed = run_toy(run, resume="auto", **trainer)
     assert resumed.step == 16
     assert (
-        _max_diff(_weights(full.out_dir / "checkpoint_last.pth"), _weights(run / "checkpoint_last.pth"))
+        max_abs_diff(
+            checkpoint_weights(full.out_dir / "checkpoint_last.pth"),
+            checkpoint_weights(run / "checkpoint_last.pth"),
+        )
         <= 1e-6
     )
-    assert _rows(run / "metrics.csv") == _rows(full.out_dir / "metrics.csv")
+    assert untimed_rows(run / "metrics.csv") == untimed_rows(full.out_dir / "metrics.csv")
     assert read_csv(run / "metrics.csv")[: len(before)] == before  # earlier rows kept as written
-    assert _rows(run / "val_cases.csv") == _rows(full.out_dir / "val_cases.csv")
+    assert untimed_rows(run / "val_cases.csv") == untimed_rows(full.out_dir / "val_cases.csv")
 
 
 def test_save_every_n_steps_writes_the_position_in_the_epoch(tmp_path):
@@ -253,8 +237,8 @@ def test_save_every_n_steps_writes_the_position_in_the_epoch(tmp_path):
     assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == (0, 4, 4)
     full = run_toy(tmp_path / "full", **trainer)
     res = run_toy(tmp_path / "res", resume=str(tmp_path / "part" / "checkpoint_last.pth"), **trainer)
-    assert _max_diff(full.model.state_dict(), res.model.state_dict()) <= 1e-6
-    assert _rows(tmp_path / "full" / "metrics.csv") == _rows(tmp_path / "res" / "metrics.csv")
+    assert max_abs_diff(full.model.state_dict(), res.model.state_dict()) <= 1e-6
+    assert untimed_rows(tmp_path / "full" / "metrics.csv") == untimed_rows(tmp_path / "res" / "metrics.csv")
 
 
 def test_submitit_requeue_protocol_is_called_after_the_checkpoint(tmp_path, monkeypatch):
@@ -306,7 +290,7 @@ def test_evaluation_sharded_over_two_processes_gives_the_single_process_rows(tmp
 
     summary1, rows1, _ = evaluate_toy()
     assert len(rows1) >= 10 and len({r["case_id"] for r in rows1}) == 6
-    torch.multiprocessing.spawn(eval_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(eval_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "eval0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "eval1.pt", weights_only=False)
     assert repr(r0["rows"]) == repr(rows1)  # repr: NaN (HD95 of an empty mask) equals itself

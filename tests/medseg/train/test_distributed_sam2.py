@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -15,54 +14,15 @@ import torch
 
 from medseg.eval.tables import read_csv
 from medseg.train.preemption import RunInterrupted
-from tests.conftest import ROOT, run_entry
+from tests.conftest import ROOT, checkpoint_weights, run_cli, run_entry, run_torchrun
+from tests.medseg.helpers import DDP_SMALL, init_weights, max_abs_diff, untimed_rows
 
-TIMING = {"time_s", "loader_wait_s", "loader_wait_frac"}
-COMMON = [
-    "model.image_size=64",
-    "model.checkpoint=null",
-    "trainer.device=cpu",
-    "trainer.num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.progress_bar=false",
-    "logger=none",
-    "optim=sgd",
-    "optim.lr=1e-2",
-    "seed=5",
-]
+COMMON = [*DDP_SMALL, "logger=none"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _weights(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-
-
-def _rows(path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_csv(path)]
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=900,
-        env=env,
-    )
+def _run(args: list[str], *, torchrun: bool = False) -> subprocess.CompletedProcess:
+    """``python <args>``, or 2 processes of it under torchrun, one thread each; asserts that it succeeded."""
+    r = (run_torchrun if torchrun else run_cli)(*args, timeout=900, env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     return r
 
@@ -74,10 +34,7 @@ def _train(entry: str, overrides: list[str], out, how: str):
         _run([*args, "trainer.batch_size=2", f"hydra.run.dir={out}"])
         return out
     if how == "torchrun":
-        _run(
-            ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-            + [*args, "trainer.batch_size=1", f"hydra.run.dir={out}"]
-        )
+        _run([*args, "trainer.batch_size=1", f"hydra.run.dir={out}"], torchrun=True)
         return out
     _run(
         [*args[:1], "-m", "launcher=submitit_local", *args[1:], "trainer.batch_size=1"]
@@ -112,13 +69,12 @@ def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
     two = _train(entry, extra, tmp_path / "two", how)
     log = (two / f"{entry[:-3]}.log").read_text()
     assert "DistributedDataParallel over 2 processes" in log
-    a, b = _weights(one / "checkpoint_last.pth"), _weights(two / "checkpoint_last.pth")
-    from sam2_train import build_sam2_model
-
-    torch.manual_seed(5)
-    init = build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=None).state_dict()
-    assert _max_diff(a, init) > 10 * tol, "training did not move the weights: the comparison would be empty"
-    assert _max_diff(a, b) < tol
+    a, b = checkpoint_weights(one / "checkpoint_last.pth"), checkpoint_weights(two / "checkpoint_last.pth")
+    init = init_weights(5)
+    assert max_abs_diff(a, init) > 10 * tol, (
+        "training did not move the weights: the comparison would be empty"
+    )
+    assert max_abs_diff(a, b) < tol
     steps = [torch.load(d / "checkpoint_last.pth", weights_only=True)["step"] for d in (one, two)]
     assert steps[0] == steps[1] == (2 if dim == "2d" else 1)  # 3D: 3 training volumes = 1 global batch of 2
 
@@ -164,10 +120,15 @@ def test_sam2_2d_sigterm_mid_epoch_resume_is_exact(tmp_path, monkeypatch):
     first = read_csv(run / "metrics.csv")
     run_entry("train_2d", [*args, "trainer.resume=auto"], run)
     full = tmp_path / "full"
-    assert _max_diff(_weights(full / "checkpoint_last.pth"), _weights(run / "checkpoint_last.pth")) <= 1e-6
+    assert (
+        max_abs_diff(
+            checkpoint_weights(full / "checkpoint_last.pth"), checkpoint_weights(run / "checkpoint_last.pth")
+        )
+        <= 1e-6
+    )
     assert read_csv(run / "metrics.csv")[:1] == first
-    assert _rows(run / "metrics.csv") == _rows(full / "metrics.csv")
-    assert _rows(run / "val_cases.csv") == _rows(full / "val_cases.csv")
+    assert untimed_rows(run / "metrics.csv") == untimed_rows(full / "metrics.csv")
+    assert untimed_rows(run / "val_cases.csv") == untimed_rows(full / "val_cases.csv")
 
 
 @pytest.mark.slow
@@ -220,10 +181,7 @@ def test_distributed_validation_writes_the_single_process_tables(dim, data_root,
     args = [a for a in args if not a.startswith("trainer.limit_val_batches")]
     one, two = tmp_path / "one", tmp_path / "two"
     _run([*args, f"hydra.run.dir={one}"])
-    _run(
-        ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-        + [*args, f"hydra.run.dir={two}"]
-    )
+    _run([*args, f"hydra.run.dir={two}"], torchrun=True)
     cases = read_csv(one / "val_cases.csv")
     n = len({r["case_id"] for r in cases})
     assert n >= 3
@@ -231,7 +189,7 @@ def test_distributed_validation_writes_the_single_process_tables(dim, data_root,
     assert f"evaluation shard 0/2: {(n + 1) // 2} of {n} cases" in log  # each rank scored its share
     assert f"evaluation shard 1/2: {n // 2} of {n} cases" in log
     assert (two / "val_cases.csv").read_text() == (one / "val_cases.csv").read_text()
-    assert _rows(two / "metrics.csv") == _rows(one / "metrics.csv")
+    assert untimed_rows(two / "metrics.csv") == untimed_rows(one / "metrics.csv")
 
 
 @pytest.mark.slow
@@ -260,10 +218,7 @@ def test_inference_3d_two_processes_write_the_files_of_one(data_root, tmp_path):
     ]
     one, two = tmp_path / "one", tmp_path / "two"
     _run([*args, f"output_dir={one}", f"hydra.run.dir={tmp_path / 'h1'}"])
-    _run(
-        ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-        + [*args, f"output_dir={two}", f"hydra.run.dir={tmp_path / 'h2'}"]
-    )
+    _run([*args, f"output_dir={two}", f"hydra.run.dir={tmp_path / 'h2'}"], torchrun=True)
     files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(two).as_posix() for p in two.rglob("*") if p.is_file())
     masks = [f for f in files if f.endswith(".npy")]
