@@ -78,7 +78,12 @@ else
   [ -x "$py" ] || { echo "error: $py not found: run 'make venv' or set CONTAINER=image.sif" >&2; exit 1; }
 fi
 # rank, local rank and world size come from SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS (medseg/train/distributed.py)
-export MASTER_ADDR="${MASTER_ADDR:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" 2>/dev/null | head -n 1 || echo localhost)}"
+# the first host: sed reads the whole list (head would close the pipe early, scontrol would die of
+# SIGPIPE and, under pipefail, "|| echo" would append a second line to the address)
+if [ -z "${MASTER_ADDR:-}" ]; then
+  MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" 2>/dev/null | sed -n 1p || true)"
+fi
+export MASTER_ADDR="${MASTER_ADDR:-localhost}"
 export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"
 entry="${ENTRY:-train_2d.py}"
 echo "[$(date)] $which -> model=$model, $have_nodes node(s) x $have_tasks process(es), master $MASTER_ADDR:$MASTER_PORT"

@@ -86,7 +86,9 @@ def test_train_slurm_script_submits_n_gpus_m_nodes_and_runs_srun(tmp_path):
     for tool in ("sbatch", "srun"):
         (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*"\n')
         (fake / tool).chmod(0o755)
-    (fake / "scontrol").write_text("#!/bin/sh\necho gpu07\necho gpu08\n")
+    # the second host comes after the reader may have closed the pipe (a long node list on a real
+    # cluster): `head -n 1 || echo localhost` under pipefail made the address "gpu07\nlocalhost"
+    (fake / "scontrol").write_text("#!/bin/sh\necho gpu07\nsleep 0.3\necho gpu08\n")
     (fake / "scontrol").chmod(0o755)
     (ROOT / ".venv" / "bin").exists() or pytest.skip("train_slurm.sh runs the repository's .venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -112,7 +114,7 @@ def test_train_slurm_script_submits_n_gpus_m_nodes_and_runs_srun(tmp_path):
     line = r.stdout.strip().splitlines()[-1]
     assert line.startswith("srun ") and "train_2d.py model=sam2.1_hiera_t" in line
     assert "hydra.run.dir=outputs/slurm/77_sam2.1_t trainer.resume=auto trainer.max_epochs=3" in line
-    assert "master gpu07:20077" in r.stdout
+    assert "master gpu07:20077" in r.stdout and "localhost" not in r.stdout
     r = sh("--gpus", "8", "sam2.1_t", **inside)  # the allocation does not match what was asked
     assert r.returncode == 2 and "allocation has 2 node(s) x 4 task(s)" in r.stderr
 
