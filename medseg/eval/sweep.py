@@ -27,6 +27,7 @@ from medseg.eval.tables import write_csv
 from medseg.train.runtime import atomic_write_text
 
 MAX_JOB_DIRNAME = 100
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")  # one suffix to a user: case_001.nii.gz -> case_001
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
 
 
@@ -36,7 +37,8 @@ def _short_value(value: str) -> str:
     v = value.strip().strip("'\"")
     if "/" in v or "\\" in v:
         name = PurePosixPath(v.replace("\\", "/").rstrip("/")).name
-        v = PurePosixPath(name).stem if name else v
+        double = next((x for x in _DOUBLE_SUFFIXES if name.lower().endswith(x)), None)
+        v = name[: -len(double)] if double else PurePosixPath(name).stem if name else v
     elif re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+)", v):
         v = f"{float(v):.4g}"
     return _UNSAFE.sub("-", v).strip("-")

@@ -31,6 +31,7 @@ def test_job_dirname_shortens_paths_and_keys():
     assert job_dirname(0, []) == "0"
     assert job_dirname(1, [r"model.checkpoint=C:\weights\run 7\best.pth"]) == "1_checkpoint=best"
     assert job_dirname(2, ["data.root=/data/btcv/"]) == "2_root=btcv"
+    assert job_dirname(6, ["prompts_file=/p/case_01.NII.GZ", "x=/a/b.tar.gz"]) == "6_prompts_file=case_01,x=b"
     assert job_dirname(4, ["~logger"]) == "4_no-logger"
     assert (
         job_dirname(5, ["seed=7", "optim.lr=1e-4", "model=sam2.1_hiera_t"])
