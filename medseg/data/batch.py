@@ -56,28 +56,6 @@ class ImageBatch:
         return _pin(self)
 
 
-@dataclass
-class VideoBatch:
-    """Frames of B clips/volumes with O object slots each.
-
-    images [T,B,3,S,S] float; masks [T,B,O,S,S] bool; obj_class [B,O] long (label id, 0 for padding);
-    obj_valid [B,O] bool (False for padding slots and objects absent from the whole clip);
-    case_ids list of B str.
-    """
-
-    images: torch.Tensor
-    masks: torch.Tensor
-    obj_class: torch.Tensor
-    obj_valid: torch.Tensor
-    case_ids: list[str]
-
-    def to(self, device: torch.device | str) -> VideoBatch:
-        return to_device(self, device)
-
-    def pin_memory(self) -> VideoBatch:
-        return _pin(self)
-
-
 def _squeeze_2d(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
     img, lab = torch.as_tensor(sample["image"]), sample.get("label")
     if img.ndim == 4:
@@ -154,49 +132,4 @@ def collate_sam2_2d(
         mask_prompts=stack("mask_prompt", torch.float32, tuple(size)),
         case_ids=case_ids,
         spacing=torch.tensor(spacing, dtype=torch.float32),
-    )
-
-
-def collate_video(samples: Sequence[dict], obj_ids: Sequence[int] | None = None) -> VideoBatch:
-    """Clips (image (T,3,S,S), label (T,S,S)) -> VideoBatch.
-
-    Args:
-        samples: transformed clips of equal T and S.
-        obj_ids: fixed object ids for every clip (O = len(obj_ids)); an id absent from a clip has
-            ``obj_valid`` False. If None, each clip's present ids are used, padded to the largest O
-            with class 0 / valid False.
-    """
-    if not samples:
-        raise DataError("collate_video: no samples")
-    imgs, labs = [], []
-    for s in samples:
-        img, lab = torch.as_tensor(s["image"]), s.get("label")
-        if img.ndim != 4 or lab is None or torch.as_tensor(lab).shape != (img.shape[0], *img.shape[-2:]):
-            raise DataError(f"{s.get('case_id', '?')}: collate_video needs image (T,3,S,S) and label (T,S,S)")
-        imgs.append(img.float())
-        labs.append(torch.as_tensor(lab).long())
-    shapes = {tuple(i.shape) for i in imgs}
-    if len(shapes) != 1:
-        raise DataError(f"collate_video: clips differ in shape {sorted(shapes)}")
-    per_clip = [
-        [int(i) for i in obj_ids] if obj_ids is not None else sorted(set(torch.unique(lab).tolist()) - {0})
-        for lab in labs
-    ]
-    n_obj = max(1, max(len(p) for p in per_clip))
-    t, _, h, w = imgs[0].shape
-    masks = torch.zeros(t, len(samples), n_obj, h, w, dtype=torch.bool)
-    obj_class = torch.zeros(len(samples), n_obj, dtype=torch.long)
-    obj_valid = torch.zeros(len(samples), n_obj, dtype=torch.bool)
-    for b, (lab, ids) in enumerate(zip(labs, per_clip)):
-        for o, oid in enumerate(ids):
-            m = lab == oid
-            masks[:, b, o] = m
-            obj_class[b, o] = oid
-            obj_valid[b, o] = bool(m.any())
-    return VideoBatch(
-        images=torch.stack(imgs, dim=1),
-        masks=masks,
-        obj_class=obj_class,
-        obj_valid=obj_valid,
-        case_ids=[str(s.get("case_id", i)) for i, s in enumerate(samples)],
     )

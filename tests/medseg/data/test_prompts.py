@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medseg.data.batch import ImageBatch, VideoBatch, collate_sam2_2d, collate_video
+from medseg.data.batch import ImageBatch, collate_sam2_2d
 from medseg.data.prompts import (
     PromptConfig,
     box_from_mask,
@@ -136,14 +136,3 @@ def test_collate_sam2_2d():
     box = collate_sam2_2d([_sample(l1)], {"type": "box"})
     np.testing.assert_array_equal(box.boxes[0].numpy(), [10, 2, 13, 4])
     assert box.to("cpu").images.shape == (1, 3, 16, 16)
-
-
-def test_collate_video():
-    lab = torch.zeros(4, 16, 16, dtype=torch.long)
-    lab[1:3, 2:6, 2:6] = 2
-    clip = {"image": torch.randn(4, 3, 16, 16), "label": lab, "case_id": "v"}
-    vb = collate_video([clip, clip], obj_ids=[2, 5])
-    assert isinstance(vb, VideoBatch) and vb.images.shape == (4, 2, 3, 16, 16)
-    assert vb.masks.shape == (4, 2, 2, 16, 16) and vb.obj_valid.tolist() == [[True, False]] * 2
-    vb = collate_video([clip, {**clip, "label": torch.zeros_like(lab)}])
-    assert vb.obj_class.tolist() == [[2], [0]] and vb.obj_valid.tolist() == [[True], [False]]
