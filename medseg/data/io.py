@@ -194,14 +194,34 @@ def _read_pil(path: Path, header_only: bool = False, grey: bool = False):
             f"{path}: not a readable image, truncated or corrupt ({type(exc).__name__}: {exc})"
         ) from exc
     arr = np.stack(frames)
-    return (_grey_label(arr) if grey and arr.ndim == 4 else arr), Geometry.identity(path), shape
+    return arr, Geometry.identity(path), shape  # colour labels go grey in read_label
 
 
-def _grey_label(arr: np.ndarray) -> np.ndarray:
+def _grey_label(arr: np.ndarray, path: Path | str = "", distinct_colours: bool = False) -> np.ndarray:
     """Colour label (..., C) -> (...): a 4th (alpha) channel is ignored; equal channels give their value,
-    unequal ones the brightest (a coloured object on black stays an object; JPEG channel noise is small)."""
+    unequal ones the brightest (a coloured object on black stays an object; JPEG channel noise is small).
+
+    ``distinct_colours`` (the values will be read as class ids): colours that the brightest channel
+    would merge (red and green objects both 255) are one error naming the file, not a silent merge.
+    """
     rgb = arr[..., :3]
-    return rgb[..., 0] if (rgb == rgb[..., :1]).all() else rgb.max(axis=-1)
+    if (rgb == rgb[..., :1]).all():
+        return rgb[..., 0]
+    grey = rgb.max(axis=-1)
+    if distinct_colours:
+        c = rgb[grey > 0].astype(np.int64)  # non-black pixels: (N, 3)
+        peak = c.max(axis=1)
+        hue = (c * 2 >= peak[:, None]) @ np.array([4, 2, 1])  # which channels are strong: red, yellow, ...
+        pairs = np.unique(peak << 3 | hue)
+        if len(pairs) > len(np.unique(pairs >> 3)):  # one grey value, two hues: two classes would merge
+            names = {4: "red", 2: "green", 1: "blue", 6: "yellow", 5: "magenta", 3: "cyan", 7: "white"}
+            seen = sorted({names[int(h)] for h in pairs & 7})
+            raise DataError(
+                f"{path}: colour-coded label map ({', '.join(seen)}) whose classes would merge as grey "
+                "values: save one grey value (id) per class, or set dataset.mask_mode=binary "
+                "(every colour = object)"
+            )
+    return grey
 
 
 def _read_numpy(path: Path, keys: tuple[str, ...], header_only: bool = False):
@@ -267,16 +287,17 @@ def read_image(path: str | Path, *, channel: int | None = None) -> tuple[np.ndar
     return np.asarray(arr, dtype=np.float32), geom
 
 
-def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
+def read_label(path: str | Path, *, distinct_colours: bool = False) -> tuple[np.ndarray, Geometry]:
     """Read a label map as int64 (D, H, W); colour files go grey (alpha ignored; equal channels -> their
-    value, else the brightest channel).
+    value, else the brightest channel; with ``distinct_colours`` a colour-coded class map whose colours
+    would merge is an error, see :func:`_grey_label`).
 
     Raises:
         DataError: if the file holds NaN/inf or non-integer values.
     """
     arr, geom, _ = _read_any(path, label=True)
     if arr.ndim == 4:
-        arr = _grey_label(arr)
+        arr = _grey_label(arr, path, distinct_colours)
     arr = np.asarray(arr)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():

@@ -1,7 +1,9 @@
 """Any ``images/`` + ``masks/`` pair of folders (PNG/JPEG/TIFF/NIfTI/npy), matched by file stem.
 
 Masks are read by :func:`medseg.data.io.read_label`: L, RGB (equal channels -> grey, else the brightest
-channel) or RGBA (alpha ignored), 8 or 16 bit, palette PNGs (the indices). ``mask_mode``:
+channel) or RGBA (alpha ignored), 8 or 16 bit, palette PNGs (the indices). A colour-coded class map
+whose colours would merge that way (red and green objects) is one error naming the file unless
+``mask_mode=binary`` (every colour = object). ``mask_mode``:
 
 - ``binary``: object = value >= half the file's full scale (>= 1 for 0/1 masks, >= 128 for 8-bit,
   >= 32768 for 16-bit): 0/1, 0/255, 0/65535 and JPEG-noisy masks.
@@ -43,7 +45,7 @@ def mask_values(files: list[Path]) -> dict[int, Path]:
     """{non-zero value: first file holding it} over ``files`` (one read of each)."""
     first: dict[int, Path] = {}
     for f in files:
-        m, _ = read_label(f)
+        m, _ = read_label(f, distinct_colours=True)  # the values may become class ids
         m = m.ravel()
         if m.size and 0 <= m.min() and m.max() < 1 << 17:
             vals = np.flatnonzero(np.bincount(m))
@@ -157,7 +159,7 @@ class Folder2DDataset(CaseDataset):
         return {"image": [self._images[case_id]], "label": [self._masks[case_id]]}
 
     def _read_mask(self, path: Path) -> np.ndarray:
-        m, _ = read_label(path)
+        m, _ = read_label(path, distinct_colours=self._mode == "ids")
         if self._mode == "binary":
             threshold = self._threshold or half_scale(int(m.max(initial=0)))
             return (m >= threshold).astype(np.int64)

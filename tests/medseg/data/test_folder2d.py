@@ -37,6 +37,27 @@ def test_colour_and_16bit_label_files_read_as_grey(tmp_path):
     assert set(np.unique(read_label(tmp_path / "u16.png")[0])) == {0, 65535}
 
 
+def test_colour_coded_classes_are_not_merged_silently(tmp_path):
+    """A lossless class map in colours (red = one class, green = another) went grey as the brightest
+    channel: both 255, one class. Now: one error naming the file and the option that reads it as binary;
+    a single colour with off-by-one pixels (an editor's anti-aliasing) still reads."""
+    root = S.write_folder2d(tmp_path / "c", n=3, size=32, mask_style="RGB")
+    m = np.zeros((32, 32, 3), np.uint8)
+    m[2:10, 2:10] = (255, 0, 0)
+    m[20:28, 20:28] = (0, 255, 0)
+    Image.fromarray(m).save(root / "masks" / "sample_001.png")
+    with pytest.raises(DataError) as e:
+        Folder2DDataset(root)
+    msg = str(e.value)
+    assert msg.startswith(str(root / "masks" / "sample_001.png")) and "green, red" in msg
+    assert "dataset.mask_mode=binary" in msg and "\n" not in msg
+    both = Folder2DDataset(root, mask_mode="binary").load_case("sample_001")["label"]
+    assert both[0, 5, 5] == 1 and both[0, 24, 24] == 1  # binary: every colour is object
+    m[20:28, 20:28] = (255, 1, 0)  # the same red, slightly off
+    Image.fromarray(m).save(root / "masks" / "sample_001.png")
+    assert Folder2DDataset(root).label_names == {1: "foreground"}
+
+
 @pytest.mark.parametrize("style", BINARY_STYLES)
 def test_binary_styles_hold_the_reference_objects(style, reference, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="medseg.data.datasets.folder2d"):
