@@ -39,7 +39,9 @@ class SAM2ImageTask:
     def __init__(self, ctx: RunContext, settings: TaskSettings, options: DictConfig):
         """``options``: the ``func_2d`` group (multimask_output, threshold, memory bank)."""
         if options is None:
-            raise ValueError("model.task_2d.options: missing (give options: ${func_2d} in the model yaml)")
+            raise ValueError(
+                "model.task_2d.options: missing (give options: ${oc.select:func_2d} in the model yaml)"
+            )
         self.ctx, self.settings, self.options = ctx, settings, options
         f = options
         self.multimask = bool(f.multimask_output)

@@ -129,7 +129,9 @@ class SAM2VideoTask:
     def __init__(self, ctx, settings: TaskSettings, options):
         """``options``: the ``func_3d`` group (clips, propagation, threshold)."""
         if options is None:
-            raise ValueError("model.task_3d.options: missing (give options: ${func_3d} in the model yaml)")
+            raise ValueError(
+                "model.task_3d.options: missing (give options: ${oc.select:func_3d} in the model yaml)"
+            )
         self.ctx, self.settings, self.options = ctx, settings, options
         refuse_automatic_3d(settings.prompt)
         self.loss_fn = settings.loss_fn

@@ -89,18 +89,10 @@ def _resnet50(*, resnet_weights, image_size, num_classes, decoder_channels, **_)
         num_classes=num_classes, encoder_weights=resnet_weights, decoder_channels=decoder_channels,
         image_size=image_size,
     )  # fmt: skip
-    return model, weights_record(resnet_weights)
+    return model, model.encoder_weights_info  # the file is hashed once, by build_resnet
 
 
 ENCODERS = {"sam_vit_b": _sam_vit_b, "resnet50": _resnet50}
-
-
-def _load_strict(model: nn.Module, path: Path) -> None:
-    """One of our checkpoints of this model (``{"model": state_dict}``), strictly; one-line errors."""
-    from medseg.train.checkpoint import load_state_strict, read_checkpoint, state_dict_of
-
-    sd = state_dict_of(read_checkpoint(path), path)
-    load_state_strict(model, sd, path, f"model=frozen_encoder_decoder with encoder {model.encoder_name}")
 
 
 def choose_encoder(encoder: str, sam_checkpoint, sam_default: str | Path | None) -> tuple[str, str]:
@@ -153,7 +145,9 @@ def build_frozen_encoder_decoder(
     model.encoder_name = name
     path = None if is_unset(checkpoint) else resolve_checkpoint(checkpoint, what="frozen_encoder_decoder")
     if path is not None:
-        _load_strict(model, path)
+        from medseg.train.checkpoint import load_weights_file
+
+        load_weights_file(model, path, f"model=frozen_encoder_decoder with encoder {name}")
     model.weights_info = weights_record(
         path, encoder={**record, "name": name, "requested": str(encoder), "reason": reason}
     )

@@ -67,10 +67,9 @@ def load_run_checkpoint(model, cfg: DictConfig) -> dict:
     )
     if path is not None:
         if isinstance(model, torch.nn.Module):
-            from medseg.train.checkpoint import load_state_strict, read_checkpoint, state_dict_of
+            from medseg.train.checkpoint import load_weights_file
 
-            sd = state_dict_of(read_checkpoint(path), path)
-            load_state_strict(model, sd, path, f"model={name}")
+            load_weights_file(model, path, f"model={name}")
         elif hasattr(model, "use_checkpoint"):  # YOLO: a .pt of ultralytics or our checkpoint beside one
             model.use_checkpoint(path)
     if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights

@@ -115,6 +115,15 @@ def load_state_strict(
     model.load_state_dict(state_dict, strict=True)
 
 
+def load_weights_file(model: torch.nn.Module, path: str | Path, what: str = "the model") -> dict:
+    """A weights file a user passed (ours, or a bare ``{"model": ...}`` / state dict), read safely and
+    loaded strictly into ``model`` (:func:`read_checkpoint`, :func:`load_state_strict`); returns the
+    object read."""
+    obj = read_checkpoint(path)
+    load_state_strict(model, state_dict_of(obj, path), path, what)
+    return obj
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
 
