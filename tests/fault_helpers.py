@@ -21,7 +21,7 @@ from medseg.run.rundir import RunFolderCallback
 from tests.conftest import compose_cfg
 
 
-def one_line_exit(fn, capsys, code: int = 1) -> str:
+def one_line_exit(fn, capsys, code: int = 2) -> str:
     """Run ``fn`` under the entry points' wrapper; assert exit ``code``, one stderr line, no traceback."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
@@ -38,7 +38,7 @@ def callback_exit(cfg, capsys) -> str:
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         RunFolderCallback().on_run_start(config=cfg)
-    assert e.value.code == 1
+    assert e.value.code == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err

@@ -11,6 +11,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from medseg.eval.sweep import register_resolvers
 
+EXIT_USER_ERROR = 2  # a user's mistake (bad option, file, folder): one line, exit 2, like a usage error
+
 register_resolvers()  # before @hydra.main composes: conf/hydra/default.yaml names sweep job folders with it
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -27,7 +29,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def user_errors_as_one_line(fn):
-    """Wrap a Hydra task function: known user errors print ``error: <message>`` and exit 1.
+    """Wrap a Hydra task function: known user errors print ``error: <message>`` and exit 2.
 
     Set ``SAM2MED_TRACEBACK=1`` to see the full traceback instead.
     """
@@ -64,7 +66,7 @@ def user_errors_as_one_line(fn):
     return wrapper
 
 
-def exit_with_error(e: BaseException, code: int = 1):
+def exit_with_error(e: BaseException, code: int = EXIT_USER_ERROR):
     """Print ``error: <first line of e>`` on stderr and exit with ``code`` (no traceback)."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, KeyError):

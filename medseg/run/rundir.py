@@ -46,7 +46,7 @@ def _is_main_process() -> bool:
 
 
 class RunFolderCallback(Callback):
-    """Hydra callback enforcing the module's rules; refusals print ``error: ...`` and exit 1."""
+    """Hydra callback enforcing the module's rules; refusals print ``error: ...`` and exit 2."""
 
     def __init__(self) -> None:
         self.lock: RunLock | None = None

@@ -43,7 +43,7 @@ def test_cli_second_run_into_finished_folder_is_refused_and_touches_nothing(kvas
         "trainer.device=cpu",
         f"hydra.run.dir={run}",
     )
-    assert r.returncode == 1
+    assert r.returncode == 2
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr
     assert str(run) in err[0] and "trainer.resume=" in err[0] and "hydra.run.dir" in err[0]
@@ -160,7 +160,7 @@ def test_sweep_into_a_used_sweep_dir_is_refused(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         RunFolderCallback().on_multirun_start(config=cfg)
-    assert e.value.code == 1
+    assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(sweep) in err and "hydra.sweep.dir" in err and "Traceback" not in err
     assert snapshot(sweep / "0_model=unet") == before
@@ -179,7 +179,7 @@ def test_cli_yolo_weights_with_code_are_refused(kvasir, tmp_path):
         "trainer.device=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
-    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.returncode == 2, r.stderr[-2000:]
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
     assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr
     assert str(weights) in err[0] and "refused" in err[0] and "posix.system" in err[0]
