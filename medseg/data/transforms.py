@@ -2,7 +2,9 @@
 
 Intensity (``dataset.intensity``):
   * ``modality: ct``: ``window: abdomen|mediastinum|lung|bone|brain`` or ``[lo, hi]`` in HU; clip, scale.
-  * ``modality: mri``: clip to ``percentile: [0.5, 99.5]`` of the case, z-score, then min-max to [0, 1].
+  * ``modality: mri``: clip to ``percentile: [0.5, 99.5]`` of the case, z-score (mean/std of the clipped
+    case, as nnU-Net normalises MRI), then ``z_range: 3`` standard deviations either side of the mean map
+    linearly to [0, 1] (the case mean is 0.5, one std is 1/6); values beyond are clipped.
   * ``modality: rgb``: /255 (also for grey uint8 images, e.g. BTCV jpgs and MedSAM2 npz).
   * ``modality: minmax``: per-case min-max; ``modality: none``: values already in [0, 1] (clipped).
 
@@ -94,7 +96,12 @@ class CTWindow(Intensity):
 
 
 class MRIPercentile(Intensity):
-    """``modality: mri``: clip to ``percentile: [lo, hi]`` of the case, z-score, then min-max to [0, 1]."""
+    """``modality: mri``: clip to ``percentile: [lo, hi]`` of the case, z-score with the clipped case's
+    mean and std, then ``z_range`` std either side of the mean -> [0, 1] (mean 0.5; a constant case is 0.5).
+
+    The z-score survives the mapping to [0, 1]: the output depends on the case's mean and spread, not on
+    its extremes (a min-max after the z-score would undo it).
+    """
 
     modality = "mri"
 
@@ -107,16 +114,24 @@ class MRIPercentile(Intensity):
         if not 0 <= lo < hi <= 100:
             raise DataError(f"{key}.percentile: need 0 <= lo < hi <= 100, got [{lo}, {hi}]")
         self.percentile = (lo, hi)
+        z = cfg.get("z_range", 3.0)
+        try:
+            self.z_range = float(z)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{key}.z_range: expected a number of standard deviations, got {z!r}") from exc
+        if not self.z_range > 0:
+            raise DataError(f"{key}.z_range: must be > 0, got {self.z_range}")
 
     def apply(self, x):
-        lo, hi = np.percentile(x, self.percentile)
-        x = np.clip(x, lo, hi)
-        x = (x - x.mean()) / (x.std() + 1e-8)
-        return _minmax(x)
+        return self.case_window(x).apply(x)
 
     def case_window(self, image):
-        lo, hi = np.percentile(np.asarray(image, np.float32), self.percentile)
-        return FixedWindow((float(lo), float(hi)))
+        x = np.asarray(image, np.float32)
+        lo, hi = (float(v) for v in np.percentile(x, self.percentile))
+        clipped = np.clip(x, lo, hi).astype(np.float64)
+        mean, std = float(clipped.mean()), float(clipped.std())
+        half = self.z_range * std
+        return FixedWindow((mean - half, mean + half), clip=(lo, hi))
 
 
 class RGB255(Intensity):
@@ -160,18 +175,22 @@ class Clip01(Intensity):
 
 
 class FixedWindow(Intensity):
-    """A fixed linear window (a case's statistics, from :meth:`Intensity.case_window`); 0 where the case
-    is constant."""
+    """A fixed linear window (a case's statistics, from :meth:`Intensity.case_window`), after an optional
+    ``clip`` of the raw values; a degenerate window gives 0.5 (MRI: a constant case) or 0 (min-max)."""
 
     modality = "window"
 
-    def __init__(self, window: tuple[float, float]):
+    def __init__(self, window: tuple[float, float], clip: tuple[float, float] | None = None):
         self.window = (float(window[0]), float(window[1]))
+        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def apply(self, x):
+        x = np.asarray(x, np.float32)
+        if self.clip is not None:
+            x = np.clip(x, *self.clip)
         lo, hi = self.window
         if hi - lo < 1e-8:
-            return np.zeros_like(x)
+            return np.full_like(x, 0.5 if self.clip is not None else 0.0)
         return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 

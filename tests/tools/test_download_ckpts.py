@@ -61,7 +61,11 @@ def tool(tmp_path):
     def run(*args):
         log.write_text("")
         r = subprocess.run(
-            ["bash", str(ck / "download_ckpts.sh"), *args], env=env, capture_output=True, text=True, timeout=60
+            ["bash", str(ck / "download_ckpts.sh"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         return r, log.read_text().splitlines()
 

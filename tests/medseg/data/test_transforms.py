@@ -41,10 +41,36 @@ def test_ct_window_values():
     assert parse_intensity({"modality": "ct", "window": "lung"})["window"] == (-1350.0, 150.0)
 
 
-def test_mri_percentile_in_unit_range():
-    x = np.random.default_rng(0).normal(300, 50, (4, 8, 8))
-    y = apply_intensity(x, parse_intensity({"modality": "mri", "percentile": [1, 99]}))
-    assert y.min() == 0 and y.max() == pytest.approx(1)
+def test_mri_is_a_z_score_mapped_to_unit_range():
+    """modality=mri: percentile clip, z-score, then +-z_range std -> [0, 1] (issue 23: the min-max that used
+    to follow the z-score undid it, so every case spanned exactly [0, 1] whatever its spread)."""
+    x = np.random.default_rng(0).normal(300, 50, (4, 32, 32)).astype(np.float32)
+    spec = parse_intensity({"modality": "mri", "percentile": [0, 100]})
+    assert spec.z_range == 3.0
+    y = apply_intensity(x, spec)
+    mean, std = float(x.astype(np.float64).mean()), float(x.astype(np.float64).std())
+    # the case mean maps to 0.5 and one standard deviation to 1/6
+    probe = apply_intensity(np.array([mean, mean + std, mean - 2 * std], np.float32), spec.case_window(x))
+    assert probe == pytest.approx([0.5, 0.5 + 1 / 6, 0.5 - 2 / 6], abs=1e-5)
+    assert float(y.mean()) == pytest.approx(0.5, abs=1e-3)
+    assert float(y.std()) == pytest.approx(1 / 6, rel=1e-2)
+    assert 0 <= y.min() and y.max() <= 1
+    # a z-score, not a min-max: one bright outlier (inside the percentiles) no longer squeezes the others
+    x2 = x.copy()
+    x2[0, 0, 0] = 5000
+    y2 = apply_intensity(x2, spec)
+    assert float(np.median(y2)) == pytest.approx(float(np.median(y)), abs=0.02)
+    assert y2[0, 0, 0] == 1.0
+    # percentile clip first; the z-score uses the clipped case
+    clipped = parse_intensity({"modality": "mri", "percentile": [1, 99], "z_range": 2})
+    w = clipped.case_window(x)
+    lo, hi = np.percentile(x, [1, 99])
+    assert w.clip == pytest.approx((lo, hi))
+    xc = np.clip(x, lo, hi).astype(np.float64)
+    assert w.window == pytest.approx((xc.mean() - 2 * xc.std(), xc.mean() + 2 * xc.std()), rel=1e-5)
+    assert apply_intensity(np.full((1, 4, 4), 7.0), clipped) == pytest.approx(0.5)  # constant case
+    with pytest.raises(DataError, match="dataset.intensity.z_range"):
+        parse_intensity({"modality": "mri", "z_range": 0})
 
 
 def test_volume_transform_shapes_spacing_and_norm():
