@@ -196,6 +196,67 @@ def test_real_yolo_weights_pass_the_check(tmp_path):
     assert check_yolo_weights(path) == path
 
 
+def yolo_gadget(tmp_path, marker, target: str = "autobackend"):
+    """A ``.pt`` naming only an ultralytics class, called (pickle REDUCE) on a second file whose code
+    touches ``marker``: ``AutoBackend(second.pt)`` unpickles it with ``weights_only=False``;
+    ``SegmentationModel(cfg)`` is a model container's constructor (it reads a yaml, builds layers)."""
+    import torch
+
+    second = evil_pickle(tmp_path / "second.pt", marker)
+    if target == "autobackend":
+        from ultralytics.nn.autobackend import AutoBackend as call
+    else:
+        from ultralytics.nn.tasks import SegmentationModel as call
+
+    class Gadget:
+        def __reduce__(self):
+            return (call, (str(second),))
+
+    path = tmp_path / "gadget.pt"
+    torch.save({"model": Gadget(), "train_args": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("key", ["model.net.weights", "model.checkpoint"])
+def test_cli_yolo_gadget_calling_an_ultralytics_class_is_refused(key, kvasir, tmp_path):
+    pytest.importorskip("ultralytics")
+    marker = tmp_path / "PWNED"
+    weights = yolo_gadget(tmp_path, marker)
+    r = run_cli(
+        "train_2d.py",
+        "model=yolo_seg",
+        f"{key}={weights}",
+        f"dataset.root={kvasir}",
+        "trainer.device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert str(weights) in err[0] and key in err[0] and "AutoBackend" in err[0], err
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "checkpoint_last.pth").exists()
+
+
+@pytest.mark.parametrize("target", ["autobackend", "container"])
+@pytest.mark.parametrize("key", ["model.net.weights", "model.checkpoint"])
+def test_yolo_weights_never_call_a_class(key, target, tmp_path, capsys):
+    """Neither a class outside the allow-list nor an allowed model class may be called by the file:
+    modules are rebuilt only as torch.save writes them (``cls.__new__`` + ``__setstate__``)."""
+    pytest.importorskip("ultralytics")
+    from traditional_models.yolo import YoloSeg
+
+    marker = tmp_path / "PWNED"
+    path = yolo_gadget(tmp_path, marker, target)
+    if key == "model.net.weights":
+        line = one_line_exit(lambda: YoloSeg(weights=str(path)), capsys)
+    else:
+        line = one_line_exit(lambda: YoloSeg().use_checkpoint(path), capsys)
+    assert str(path) in line and key in line and "refused" in line, line
+    assert ("AutoBackend" if target == "autobackend" else "SegmentationModel") in line, line
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("where", ["model.checkpoint", "trainer.resume", "encoder_weights"])
 def test_code_pickles_are_refused_everywhere(where, tmp_path, capsys):
     from medseg.train.checkpoint import read_checkpoint
