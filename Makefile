@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q "pip>=23" "setuptools>=77" wheel
 	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation -c constraints.txt sam2==1.1.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,baselines,cluster]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,baselines,cluster,loggers]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
