@@ -126,6 +126,60 @@ def _read_nifti(path: Path, channel: int | None, header_only: bool = False):
     return np.ascontiguousarray(data.transpose(2, 1, 0)), geom, data.shape[::-1]
 
 
+SLICE_GAP_ATOL, SLICE_GAP_RTOL = 1e-3, 1e-3  # mm, fraction of the typical gap; ITK only warns at 1e-4 rel.
+
+
+def _check_slice_positions(folder: Path, files: list[str] | tuple[str, ...]) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along the slice normal.
+
+    ITK's series reader takes one spacing for the whole volume (first to last position / (n - 1)) and
+    only warns when a slice is missing, so 7 of 8 slices at 2.5 mm become 7 slices at 2.9167 mm and a
+    written mask lies beside the anatomy. Positions are ``ImagePositionPatient`` projected on the normal
+    ``row x column`` of ``ImageOrientationPatient``, in GDCM's sorted order. A gap that differs from the
+    typical one by more than ``SLICE_GAP_ATOL + SLICE_GAP_RTOL * gap`` (DICOM positions are decimal
+    strings rounded to ~1e-3 mm) is one error naming the folder, the slices and the gap. Series without
+    these tags (secondary captures) are left to ITK.
+    """
+    import SimpleITK as sitk
+
+    if len(files) < 3:
+        return
+    positions, orientation = [], None
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(str(f))
+        r.LoadPrivateTagsOff()
+        r.ReadImageInformation()
+        if not (r.HasMetaDataKey("0020|0032") and r.HasMetaDataKey("0020|0037")):
+            return
+        try:
+            positions.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+            orientation = orientation or [float(v) for v in r.GetMetaData("0020|0037").split("\\")]
+        except ValueError:
+            return
+    if len(orientation) != 6 or any(len(p) != 3 for p in positions):
+        return
+    normal = np.cross(orientation[:3], orientation[3:])
+    if np.linalg.norm(normal) == 0:
+        return
+    z = np.asarray(positions) @ (normal / np.linalg.norm(normal))
+    gaps = np.abs(np.diff(z))
+    typical = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - typical) > SLICE_GAP_ATOL + SLICE_GAP_RTOL * typical)
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    good = np.delete(gaps, bad)
+    others = float(np.median(good)) if good.size else typical
+    raise DataError(
+        f"{folder}: slices are not evenly spaced: gap of {gaps[i]:.4g} mm between slice {i + 1} and "
+        f"{i + 2} ({Path(files[i]).name}, {Path(files[i + 1]).name}; others {others:.4g} mm)"
+        + (f" and {bad.size - 1} more uneven gap(s)" if bad.size > 1 else "")
+        + "; a slice is missing or the series mixes acquisitions: complete the series or resample it "
+        "to even spacing first"
+    )
+
+
 def _read_itk(path: Path, header_only: bool = False):
     import SimpleITK as sitk
 
@@ -136,6 +190,7 @@ def _read_itk(path: Path, header_only: bool = False):
             if not ids:
                 raise DataError(f"{path}: folder holds no DICOM series")
             files = max((reader.GetGDCMSeriesFileNames(str(path), i) for i in ids), key=len)
+            _check_slice_positions(path, files)
             reader.SetFileNames(files)
             img = reader.Execute()
         elif header_only:

@@ -150,6 +150,55 @@ def test_dicom_series_folder(tmp_path):
     np.testing.assert_allclose(geom.spacing, (2.0, 0.7, 0.7), rtol=1e-4)
 
 
+def _dicom_series(folder, vol, positions, orientation="1\\0\\0\\0\\1\\0"):
+    """Write ``vol`` (D, H, W) as one DICOM file per slice; slice z at ImagePositionPatient ``positions[z]``."""
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z, pos in enumerate(positions):
+        sl = sitk.GetImageFromArray(vol[z])
+        sl.SetSpacing((0.7, 0.7))
+        for tag, val in {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.3",
+            "0020|000e": "1.2.3.4",
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{c:g}" for c in pos),
+            "0020|0037": orientation,
+            "0028|0030": "0.7\\0.7",
+            "0008|0018": f"1.2.3.4.{z}",
+        }.items():
+            sl.SetMetaData(tag, val)
+        writer.SetFileName(str(folder / f"{z}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path):
+    """8 slices 2.5 mm apart, the 4th file deleted: ITK would read 7 slices at 2.9167 mm (the mask would
+    be misplaced); the reader refuses with one line naming the folder and the gap."""
+    vol = np.zeros((8, 6, 7), np.int16)
+    folder = _dicom_series(tmp_path / "dcm", vol, [(0, 0, 2.5 * z) for z in range(8)])
+    (folder / "3.dcm").unlink()
+    for read in (read_image, read_header):
+        with pytest.raises(DataError) as e:
+            read(folder)
+        msg = str(e.value)
+        assert "\n" not in msg and str(folder) in msg, msg
+        assert "not evenly spaced" in msg and "gap of 5 mm between slice 3 and 4" in msg, msg
+        assert "others 2.5 mm" in msg, msg
+
+
+def test_dicom_series_evenly_spaced_along_an_oblique_normal_reads(tmp_path):
+    vol = (np.arange(4 * 6 * 7).reshape(4, 6, 7) % 100).astype(np.int16)
+    c, s = np.cos(0.3), np.sin(0.3)  # rows along x, columns tilted in y-z: normal (0, -s, c)
+    orient = f"1\\0\\0\\0\\{c:.6f}\\{s:.6f}"
+    folder = _dicom_series(tmp_path / "dcm", vol, [(0, -s * 3.0 * z, c * 3.0 * z) for z in range(4)], orient)
+    arr, geom = read_image(folder)
+    np.testing.assert_array_equal(arr, vol)
+    np.testing.assert_allclose(geom.spacing, (3.0, 0.7, 0.7), rtol=1e-4)
+
+
 def test_read_label_rejects_fractions(tmp_path):
     save_nifti(tmp_path / "frac.nii.gz", np.full((3, 3, 3), 0.5, np.float32), np.eye(4), dtype=np.float32)
     with pytest.raises(DataError, match=r"frac\.nii\.gz.*non-integer"):
