@@ -8,7 +8,10 @@ Arrays are 2D ``(H, W)`` or 3D ``(D, H, W)`` (``(1, H, W)`` is treated as 2D). `
 the same axis order, ``(sy, sx)`` or ``(sz, sy, sx)``; a 3-element spacing for a 2D array uses its last
 two entries. HD95 is the 95th percentile of the symmetric surface distances
 (``monai.metrics.compute_hausdorff_distance(percentile=95, spacing=...)``), so anisotropic voxels count
-with their physical size.
+with their physical size. A 3D grid whose ``direction`` is not orthogonal (sheared, e.g. a CT with gantry
+tilt: spacing alone would misplace every slice) is measured in physical space instead: MONAI's surface
+voxels mapped through ``direction @ diag(spacing)`` and nearest-neighbour distances (a k-d tree), the
+larger of the two directed 95th percentiles, as MONAI does; orthogonal directions keep the MONAI value.
 
 HD95 unit (``hd95_unit`` column): ``"mm"`` when the input has a physical spacing (NIfTI, ITK, DICOM, npz
 with ``spacing``); without one (PNG/JPEG images, BTCV JPEG slices, ``.npy``) distances are counted in
@@ -74,6 +77,31 @@ def _spacing_for(shape: tuple[int, ...], spacing: Sequence[float] | float | None
     return sp
 
 
+def _sheared_grid(direction: Any, sp: tuple[float, ...]) -> np.ndarray | None:
+    """(3, 3) map of a (z, y, x) index to mm when ``direction`` is not orthogonal; else None."""
+    if direction is None:
+        return None
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    d = d / np.where((n := np.linalg.norm(d, axis=0)) > 0, n, 1.0)
+    if np.abs(d.T @ d - np.eye(3)).max() <= 1e-6:
+        return None
+    return d[:, ::-1] * np.asarray(sp, float)  # columns: the z, y, x array axes, scaled to mm
+
+
+def _physical_hd95(pm: np.ndarray, tm: np.ndarray, to_mm: np.ndarray) -> float:
+    """HD95 of two non-empty 3D masks with surface voxels placed at ``index @ to_mm.T`` (mm)."""
+    from monai.metrics.utils import get_mask_edges
+    from scipy.spatial import cKDTree
+
+    ep, et = get_mask_edges(pm, tm, crop=False, always_return_as_numpy=True)
+    a, b = np.argwhere(ep) @ to_mm.T, np.argwhere(et) @ to_mm.T
+    if len(a) == 0 or len(b) == 0:
+        return math.nan
+    d_ab = cKDTree(b).query(a)[0]
+    d_ba = cKDTree(a).query(b)[0]
+    return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+
+
 def score_case(
     pred: np.ndarray | torch.Tensor,
     target: np.ndarray | torch.Tensor,
@@ -82,6 +110,7 @@ def score_case(
     *,
     case_id: str = "",
     unit: str = "mm",
+    direction: np.ndarray | Sequence[Sequence[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-class Dice, IoU and HD95 of one case.
 
@@ -94,6 +123,8 @@ def score_case(
         case_id: written into each row.
         unit: ``"mm"`` if ``spacing`` is physical, ``"voxel"`` if the input has none (the case's
             ``spacing_unit``); rows then say ``hd95_unit`` ``"px"`` (2D) or ``"voxel"`` (3D).
+        direction: (3, 3) direction cosines of a 3D grid (:attr:`medseg.data.io.Geometry.direction`,
+            column c = voxel axis x, y, z); when not orthogonal, HD95 is measured in physical space.
 
     Returns:
         One dict per class with keys ``ROW_KEYS``; see the module docstring for the empty-mask rule.
@@ -121,6 +152,10 @@ def score_case(
         t = np.where(t.astype(bool), only, 0) if t.dtype == bool else t
     sp = _spacing_for(p.shape, spacing)
     diagonal = float(math.sqrt(sum((n * s) ** 2 for n, s in zip(p.shape, sp))))
+    to_mm = _sheared_grid(direction, sp) if p.ndim == 3 else None
+    if to_mm is not None:  # the longest diagonal of the sheared box
+        signs = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], float)
+        diagonal = float(np.linalg.norm((signs * np.asarray(p.shape, float)) @ to_mm.T, axis=1).max())
 
     rows = []
     for class_id, class_name in classes.items():
@@ -145,10 +180,13 @@ def score_case(
             row["iou"] = float(compute_iou(yp, yt, include_background=True)[0, 0])
             with warnings.catch_warnings():  # MONAI's own deprecation notices from get_mask_edges
                 warnings.simplefilter("ignore", FutureWarning)
-                hd = compute_hausdorff_distance(
-                    yp, yt, include_background=True, percentile=95, spacing=list(sp)
-                )
-            row["hd95"] = float(hd[0, 0])
+                if to_mm is not None:
+                    row["hd95"] = _physical_hd95(pm, tm, to_mm)
+                else:
+                    hd = compute_hausdorff_distance(
+                        yp, yt, include_background=True, percentile=95, spacing=list(sp)
+                    )
+                    row["hd95"] = float(hd[0, 0])
             row["status"] = "ok"
         rows.append({k: row[k] for k in ROW_KEYS})
     return rows
@@ -191,9 +229,10 @@ class MetricAccumulator:
         *,
         case_id: str = "",
         unit: str = "mm",
+        direction: np.ndarray | Sequence[Sequence[float]] | None = None,
     ) -> list[dict[str, Any]]:
         """Score one case (see :func:`score_case`), keep and return its rows."""
-        rows = score_case(pred, target, spacing, classes, case_id=case_id, unit=unit)
+        rows = score_case(pred, target, spacing, classes, case_id=case_id, unit=unit, direction=direction)
         self.rows.extend(rows)
         return rows
 

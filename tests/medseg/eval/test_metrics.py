@@ -156,3 +156,55 @@ def test_summary_never_averages_hd95_across_units():
     assert mm_row["hd95"] != px_row["hd95"]  # a mixed mean would differ from both
     assert not [k for k in s if k.startswith("hd95") and not k.startswith(("hd95_mm", "hd95_px"))], s
     assert s["dice"] == pytest.approx((mm_row["dice"] + px_row["dice"]) / 2)  # unit-free scores still pool
+
+
+# ---------------------------------------------------------------- physical HD95 for sheared grids (issue 20, 5)
+def _sheared_pair() -> tuple[np.ndarray, np.ndarray]:
+    target = np.zeros((8, 10, 12), np.int64)
+    target[2:6, 3:7, 2:9] = 1
+    pred = np.zeros_like(target)
+    pred[3:7, 2:8, 4:10] = 1
+    return pred, target
+
+
+def _brute_force_hd95(pred: np.ndarray, target: np.ndarray, affine: np.ndarray) -> float:
+    """Surface voxels (mask minus its erosion) mapped through the (4, 4) voxel (i, j, k) -> mm affine,
+    all pairwise distances, the larger of the two directed 95th percentiles."""
+    from scipy.ndimage import binary_erosion
+
+    def surface_mm(mask):
+        kji = np.argwhere(mask & ~binary_erosion(mask))
+        ijk1 = np.c_[kji[:, ::-1], np.ones(len(kji))]
+        return (ijk1 @ affine.T)[:, :3]
+
+    a, b = surface_mm(pred > 0), surface_mm(target > 0)
+    d = np.linalg.norm(a[:, None] - b[None], axis=-1)
+    return float(max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95)))
+
+
+def test_hd95_of_a_sheared_volume_is_physical():
+    """A gantry tilt (the slice axis k leans 25 degrees towards y) moves voxels; HD95 follows the affine,
+    not the spacing alone."""
+    from medseg.data.io import _geometry_from_affine
+
+    pred, target = _sheared_pair()
+    tilt = np.deg2rad(25.0)
+    affine = np.array(
+        [[0.8, 0, 0, 0], [0, 0.9, 2.5 * np.sin(tilt), 0], [0, 0, 2.5 * np.cos(tilt), 0], [0, 0, 0, 1.0]]
+    )
+    geom = _geometry_from_affine(affine, "sheared.nii.gz")
+    (row,) = score_case(pred, target, geom.spacing, {1: "a"}, direction=geom.direction)
+    expected = _brute_force_hd95(pred, target, affine)
+    assert row["hd95"] == pytest.approx(expected, rel=1e-6)
+    (axis_aligned,) = score_case(pred, target, geom.spacing, {1: "a"})
+    assert abs(axis_aligned["hd95"] - expected) > 0.05  # the spacing-only value is wrong here
+
+
+def test_hd95_with_an_orthogonal_direction_is_unchanged():
+    pred, target = _sheared_pair()
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # an oblique-free rotation
+    (plain,) = score_case(pred, target, (2.5, 0.9, 0.8), {1: "a"})
+    (rotated,) = score_case(pred, target, (2.5, 0.9, 0.8), {1: "a"}, direction=rot)
+    assert rotated["hd95"] == plain["hd95"]
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    assert plain["hd95"] == pytest.approx(_brute_force_hd95(pred, target, affine), rel=1e-6)
