@@ -240,7 +240,17 @@ def evaluate_volumes(model, ctx, settings, options, *, vis_dir: Path | None = No
                 images[f"val_images/{raw['case_id']}_z{z}"] = g
         spacing = tuple(float(x) for x in raw["spacing"])
         unit = raw.get("spacing_unit", "mm")  # "voxel" for BTCV slices: HD95 not in mm
-        return CaseResult(str(raw["case_id"]), pred, label, spacing, case_classes, images, spacing_unit=unit)
+        direction = getattr(raw.get("geometry"), "direction", None)  # sheared grids: physical HD95
+        return CaseResult(
+            str(raw["case_id"]),
+            pred,
+            label,
+            spacing,
+            case_classes,
+            images,
+            spacing_unit=unit,
+            direction=direction,
+        )
 
     return run_evaluation(
         len(cases),

@@ -133,6 +133,15 @@ class CaseResult:
     extras: dict[str, Any] = field(
         default_factory=dict
     )  # what an ``on_case`` writer needs (raw case, prompts)
+    direction: np.ndarray | None = None  # Geometry.direction (else that of extras["raw"]): sheared HD95
+
+
+def _direction(res: CaseResult) -> np.ndarray | None:
+    """The direction cosines of the case's grid: its own, or its raw case's geometry's."""
+    if res.direction is not None:
+        return res.direction
+    raw = res.extras.get("raw")
+    return getattr(raw.get("geometry"), "direction", None) if isinstance(raw, dict) else None
 
 
 def run_evaluation(
@@ -170,7 +179,15 @@ def run_evaluation(
         rows: list[dict] = []
         if res.target is not None:
             cid, unit = str(res.case_id), res.spacing_unit
-            rows = score_case(res.pred, res.target, res.spacing, res.classes, case_id=cid, unit=unit)
+            rows = score_case(
+                res.pred,
+                res.target,
+                res.spacing,
+                res.classes,
+                case_id=cid,
+                unit=unit,
+                direction=_direction(res),
+            )
             for r in rows:
                 r["eval_protocol"] = pid
         done.append((i, (rows, dict(res.images))))

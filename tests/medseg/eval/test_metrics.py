@@ -208,3 +208,24 @@ def test_hd95_with_an_orthogonal_direction_is_unchanged():
     assert rotated["hd95"] == plain["hd95"]
     affine = np.diag([0.8, 0.9, 2.5, 1.0])
     assert plain["hd95"] == pytest.approx(_brute_force_hd95(pred, target, affine), rel=1e-6)
+
+
+def test_evaluation_loop_scores_a_case_in_its_own_geometry():
+    """Validation and inference score through run_evaluation: the case's geometry reaches HD95."""
+    from medseg.data.io import _geometry_from_affine
+    from medseg.data.prompts import PromptConfig
+    from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
+
+    pred, target = _sheared_pair()
+    affine = np.array([[0.8, 0, 0, 0], [0, 0.9, 1.2, 0], [0, 0, 2.2, 0], [0, 0, 0, 1.0]])
+    geom = _geometry_from_affine(affine, "sheared.nii.gz")
+    raw = {"case_id": "c", "spacing": geom.spacing, "geometry": geom}
+    results = [
+        CaseResult("c", pred, target, geom.spacing, {1: "a"}, direction=geom.direction),
+        CaseResult("c", pred, target, geom.spacing, {1: "a"}, extras={"raw": raw}),  # as inference
+    ]
+    protocol = EvalProtocol(prompt=PromptConfig(type="box"))
+    expected = _brute_force_hd95(pred, target, affine)
+    for res in results:
+        _, rows, _ = run_evaluation(1, lambda i, res=res: res, protocol, progress=False)
+        assert rows[0]["hd95"] == pytest.approx(expected, rel=1e-6)
