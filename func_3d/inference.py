@@ -14,6 +14,9 @@ Outputs in ``output_dir``:
 
 Prompts come from the labels (key slice box of each organ, or every ``prompt.freq``-th slice) or, for
 volumes without labels, from ``prompts_file`` (see :func:`load_prompts_file` for the schema).
+
+``split=val|test`` uses the split the checkpoint was trained with (stored in it, with the dataset's case-id
+fingerprint), never one drawn again: see :func:`select_cases`.
 """
 
 from __future__ import annotations
@@ -73,7 +76,53 @@ def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, 
             )
         variant, size = str(given.variant), int(given.image_size)
     model = build_sam2_model(variant, image_size=int(size), checkpoint=path)
+    model.checkpoint_meta = {k: ck.get(k) for k in ("format", "splits", "dataset")}  # for select_cases
     return model.to(device).eval(), variant, int(size)
+
+
+def select_cases(cfg: DictConfig, meta: dict, dataset, checkpoint: str | Path) -> list[str]:
+    """The case ids of ``split=`` (train | val | test | all) for checkpoint ``checkpoint`` (``meta``: its
+    ``format``, ``splits`` and ``dataset`` fingerprint), never a split drawn anew for a trained checkpoint:
+
+    1. ``splits_file=`` when given (refused when its val/test holds cases the checkpoint trained on);
+    2. the split the checkpoint carries (refused for data other than its fingerprint's);
+    3. ``splits.json`` beside the checkpoint (older checkpoints, still in their run folder);
+    4. the dataset's own split settings, only for weights not trained by this suite (Meta's ``.pt``).
+    Otherwise ``split=val|test`` is refused (``split=all`` needs no split).
+    """
+    from medseg.data.splits import _check, check_same_data, dataset_fingerprint
+
+    split, checkpoint = str(cfg.split), Path(str(checkpoint))
+    if split == "all":
+        return list(dataset.case_ids)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split={split!r} must be train, val, test or all")
+    stored = meta.get("splits")
+    known = set(getattr(dataset, "all_case_ids", dataset.case_ids))
+    if cfg.get("splits_file"):
+        sf = Path(str(cfg.splits_file))
+        if not sf.is_file():
+            raise DataError(f"{sf}: splits_file not found")
+        ids = resolve_splits(dataset, None, sf)[split]
+        trained = set((stored or {}).get("train") or []) & set(ids)
+        if trained and split != "train":
+            raise DataError(
+                f"{sf}: split {split!r} holds {len(trained)} training cases of {checkpoint} (e.g. "
+                f"{sorted(trained)[0]}); scoring them would leak training data: give the run's splits.json"
+            )
+        return ids
+    if stored:
+        check_same_data(meta.get("dataset"), dataset_fingerprint(dataset), checkpoint, cfg.dataset.root)
+        return _check(stored, known, f"{checkpoint} (the split it was trained with)")[split]
+    beside = checkpoint.parent / "splits.json"
+    if beside.is_file():
+        return resolve_splits(dataset, None, beside)[split]
+    if not str(meta.get("format") or "").startswith("sam2-medical"):
+        return resolve_splits(dataset, cfg.dataset.get("split"), None)[split]  # never trained here
+    raise DataError(
+        f"{checkpoint}: split={split} needs the split the checkpoint was trained with, but it carries none "
+        "and has no splits.json beside it: give splits_file=<its run folder>/splits.json, or split=all"
+    )
 
 
 def load_prompts_file(path: str | Path, label_names: dict[int, str]) -> dict[str, list[dict]]:
@@ -187,14 +236,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     dataset = build_dataset(cfg.dataset)
     label_names = {int(k): v for k, v in dataset.label_names.items() if int(k) > 0}
     split = str(cfg.split)
-    if split == "all":
-        ids = list(dataset.case_ids)
-    elif split in ("train", "val", "test"):
-        sp = cfg.get("splits_file") or Path(str(cfg.checkpoint)).parent / "splits.json"
-        splits = resolve_splits(dataset, cfg.dataset.get("split"), Path(sp) if Path(sp).exists() else None)
-        ids = splits[split]
-    else:
-        raise ValueError(f"split={split!r} must be train, val, test or all")
+    ids = select_cases(cfg, getattr(model, "checkpoint_meta", {}), dataset, cfg.checkpoint)
     if not ids:
         raise DataError(f"{cfg.dataset.root}: split {split!r} has no cases")
     file_prompts = load_prompts_file(cfg.prompts_file, label_names) if cfg.get("prompts_file") else None

@@ -150,6 +150,32 @@ def resolve_splits(dataset: Any, split_cfg: Any, path: str | Path | None) -> dic
     return splits
 
 
+def dataset_fingerprint(dataset: Any) -> dict:
+    """``{"cases": n, "ids_sha256": <16 hex>}`` of every case id of ``dataset`` (sorted): stored in checkpoints,
+    so that a split is only applied to the data it was drawn from."""
+    import hashlib
+
+    ids = sorted(getattr(dataset, "all_case_ids", dataset.case_ids))
+    return {"cases": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]}
+
+
+def check_same_data(saved: Any, current: dict, checkpoint: str | Path, root: Any) -> None:
+    """Refuse a dataset whose case ids differ from the fingerprint ``saved`` in ``checkpoint`` (no check
+    when the checkpoint has none).
+
+    Raises:
+        DataError: naming the checkpoint, ``dataset.root`` and both fingerprints.
+    """
+    if not isinstance(saved, dict) or not saved.get("ids_sha256"):
+        return
+    if saved["ids_sha256"] != current["ids_sha256"]:
+        raise DataError(
+            f"{checkpoint}: was trained on other data ({saved.get('name', 'dataset')}, {saved.get('cases')} "
+            f"cases, case-id fingerprint {saved['ids_sha256']}) than dataset.root={root} ({current['cases']} "
+            f"cases, fingerprint {current['ids_sha256']})"
+        )
+
+
 def check_split_unchanged(run_dir: str | Path, split_cfg: Any) -> None:
     """Refuse a ``dataset.split`` that differs from the one the run's ``splits.json`` was drawn with
     (as recorded in the run's ``.hydra/config.yaml``); a run folder without that record is not checked.

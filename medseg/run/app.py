@@ -11,9 +11,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from medseg.data.splits import check_same_data, dataset_fingerprint
 from medseg.eval.evaluation import protocol_record
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.engine import Engine
+from medseg.train.preemption import RunInterrupted
+from medseg.train.run_folder import rollback_failed_start
 from medseg.train.runtime import finish_distributed, resolve_batch_size
 from medseg.train.task_settings import TaskSettings
 from medseg.train.weights import describe, resolve_checkpoint, weights_record
@@ -101,6 +104,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     Returns the best value of ``trainer.monitor`` (or ``optimized_metric``) for Hydra sweepers.
     """
     from medseg.run.config_check import validate_config
+    from medseg.train.loggers import check_loggers
+    from medseg.train.resume_policy import resume_preflight
 
     validate_config(cfg)  # also done by medseg.run.rundir's callback before Hydra writes the run folder
     out = output_dir(cfg)
@@ -116,37 +121,55 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         cfg = OmegaConf.merge(
             cfg, {"trainer": {"batch_size": batch}}
         )  # a copy: the user's cfg is not written
-    device, dist_info = setup_runtime(cfg)
-    model = build_model(cfg, device)
-    ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
-    task = build_task(cfg, ctx, task_key)
-    if hasattr(task, "prepare_model"):  # the family's own set-up: activation checkpointing, class prompts
-        task.prepare_model(model)
-    engine = Engine(
-        cfg=cfg,
-        task=task,
-        model=model,
-        out_dir=out,
-        device=device,
-        dist_info=dist_info,
-        extra_state={
-            "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
-            "splits": ctx.splits,
-            "weights": getattr(model, "weights_info", None),
-            "eval_protocol": protocol_record(task),
-        },
-    )
-    if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
-        engine.model = (
-            task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
+    engine = None
+    try:
+        check_loggers(cfg.get("logger"))  # a missing optional package: refused before the model is built
+        resuming = resume_preflight(cfg, out, announce=True) if cfg.get("train", True) else None
+        device, dist_info = setup_runtime(cfg)
+        model = build_model(cfg, device)
+        ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
+        data_record = {"name": str(cfg.dataset.get("name", "")), **dataset_fingerprint(ctx.dataset)}
+        if resuming is not None:
+            check_same_data(resuming[1].get("dataset"), data_record, resuming[0], cfg.dataset.root)
+        task = build_task(cfg, ctx, task_key)
+        if hasattr(task, "prepare_model"):  # the family's own set-up: activation checkpointing, class prompts
+            task.prepare_model(model)
+        engine = Engine(
+            cfg=cfg,
+            task=task,
+            model=model,
+            out_dir=out,
+            device=device,
+            dist_info=dist_info,
+            extra_state={
+                "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+                "splits": ctx.splits,
+                "dataset": data_record,  # inference applies the splits only to these cases
+                "weights": getattr(model, "weights_info", None),
+                "eval_protocol": protocol_record(task),
+                **({"resume_changes": resuming[2]} if resuming is not None else {}),
+            },
         )
-        summary = engine.evaluate()
-        result = summary.get(str(cfg.trainer.monitor))
-    elif cfg.get("train", True):
-        result = engine.fit()
-    else:
-        summary = engine.evaluate()
-        result = summary.get(str(cfg.trainer.monitor))
+        if resuming is not None:
+            engine.resume_checkpoint = resuming[1]
+            resuming = None  # the engine holds it until it resumes
+        if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
+            engine.model = (
+                task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
+            )
+            summary = engine.evaluate()
+            result = summary.get(str(cfg.trainer.monitor))
+        elif cfg.get("train", True):
+            result = engine.fit()
+        else:
+            summary = engine.evaluate()
+            result = summary.get(str(cfg.trainer.monitor))
+    except RunInterrupted:  # stopped on a signal after writing checkpoint_last.pth: kept
+        raise
+    except (Exception, KeyboardInterrupt):
+        if engine is None or (engine.steps_done == 0 and engine.rows_added == 0):
+            rollback_failed_start(out)  # nothing to keep: the folder as this start found it
+        raise
     metric = cfg.get("optimized_metric")
     if metric and engine.history:
         vals = [r.get(metric) for r in engine.history if r.get(metric) is not None]

@@ -10,6 +10,12 @@ log file or any result):
 - ``hydra.run.dir`` under a regular file is one line, not a ``NotADirectoryError`` traceback.
 - A resumed run keeps the folder's ``.hydra/`` as it was: Hydra writes the resumed job's config to
   ``.hydra/resume_<time>/`` instead.
+- ``trainer.resume=auto`` without a ``checkpoint_last.pth`` starts afresh only where that replaces no result
+  (:func:`~medseg.train.run_folder.check_auto_resume`).
+- Pre-flight, before the first byte: a ``logger=`` whose package is missing, a bad ``trainer.resume`` file,
+  a resume of another model or with settings :mod:`medseg.train.resume_policy` refuses.
+- The lock records the folder's contents, so that a start failing before its first step leaves the folder as
+  it found it (:func:`~medseg.train.run_folder.rollback_failed_start`, called by :func:`medseg.run.app.run`).
 
 :func:`check_output_folder` applies the same rule to ``inference_3d.py``'s whole ``output_dir``.
 """
@@ -54,8 +60,12 @@ class RunFolderCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if not _is_main_process():
             return
+        from medseg.errors import MissingExtraError
         from medseg.run.cli import USER_ERRORS, exit_with_error
         from medseg.run.config_check import validate_config
+        from medseg.train.checkpoint import CheckpointError
+        from medseg.train.loggers import check_loggers
+        from medseg.train.resume_policy import resume_preflight
 
         try:
             validate_config(config)
@@ -65,13 +75,16 @@ class RunFolderCallback(Callback):
                 overwrite=bool(config.get("overwrite", False)),
                 resume=OmegaConf.select(config, "trainer.resume"),
             )
+            # pre-flight: what would otherwise fail after Hydra wrote .hydra/ and the log
+            check_loggers(config.get("logger"))
+            resume_preflight(config, folder)  # the resume file, its model and the changed settings
             if mode == "resume" and config.hydra.output_subdir is not None and (folder / ".hydra").exists():
                 with read_write(config.hydra), open_dict(config.hydra):  # keep the run's own .hydra/ intact
                     config.hydra.output_subdir = (
                         f"{config.hydra.output_subdir}/resume_{time.strftime('%Y%m%d_%H%M%S')}"
                     )
-            self.lock = RunLock(folder).acquire()
-        except USER_ERRORS as e:
+            self.lock = RunLock(folder).acquire(record=True)  # a failed start is undone from this record
+        except (*USER_ERRORS, CheckpointError, MissingExtraError) as e:
             exit_with_error(e)
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:

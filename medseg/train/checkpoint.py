@@ -194,10 +194,9 @@ def training_state(engine, *, weights_only: bool = False) -> dict:
     return state
 
 
-def resume_training(engine, path: str | Path) -> None:
-    """Restore an engine from a run's ``checkpoint_last.pth``: weights, optimizer, scheduler, scaler, position
-    (epoch, batch inside it), best, history, RNG and task state. Refuses weights-only files, other files and
-    a checkpoint of another model (name, variant, image size)."""
+def read_training_checkpoint(path: str | Path) -> dict:
+    """A run's ``checkpoint_last.pth`` for ``trainer.resume``, read safely; weights-only files and files of
+    other programs are one :class:`CheckpointError` line."""
     ck = read_checkpoint(path)
     if ck.get("format") != CKPT_FORMAT or "optimizer" not in ck:
         what = (
@@ -206,10 +205,28 @@ def resume_training(engine, path: str | Path) -> None:
             else "is not a training checkpoint of this suite"
         )
         raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+    return ck
+
+
+def resume_training(engine, path: str | Path, ck: dict | None = None) -> None:
+    """Restore an engine from a run's ``checkpoint_last.pth`` (``ck``: that file already read): weights,
+    optimizer, scheduler, scaler, position (epoch, batch inside it), best, history, RNG and task state.
+    Refuses weights-only files, other files, a checkpoint of another model (name, variant, image size) and
+    changed settings that :data:`medseg.train.resume_policy.RESUME_POLICY` refuses; applies the others
+    (e.g. ``optim.lr``)."""
+    from medseg.train.resume_policy import apply_optimizer_settings, check_resume_settings, optimizer_settings
+
+    ck = ck if ck is not None else read_training_checkpoint(path)
     check_resume_model(ck.get("model_cfg"), engine.extra_state.get("model_cfg"), path)
+    if "resume_changes" not in engine.extra_state:  # not checked by medseg.run.app.run already
+        engine.extra_state["resume_changes"] = check_resume_settings(
+            ck.get("config"), engine.cfg, path, announce=True
+        )
     load_state_strict(engine.model, ck["model"], path, "this config's model")
+    fresh = optimizer_settings(engine.optimizer, engine.scheduler)  # the current config's
     engine.optimizer.load_state_dict(ck["optimizer"])
     engine.scheduler.load_state_dict(ck["scheduler"])
+    apply_optimizer_settings(engine.optimizer, engine.scheduler, fresh)  # changes the table applies
     engine.scaler.load_state_dict(ck["scaler"])
     engine.epoch, engine.batch_in_epoch, engine.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
     engine.epoch_progress = ck.get("epoch_progress")

@@ -76,6 +76,9 @@ class Engine(RunOutputs):
         self.epoch_progress: dict | None = None  # loss sums of the epoch so far (mid-epoch checkpoints)
         self.best = {"metric": str(self.t.monitor), "value": None, "epoch": None}
         self.writer = None
+        self.resume_checkpoint: dict | None = None  # trainer.resume's file, already read by medseg.run.app
+        self.steps_done = 0  # optimizer steps and table rows of this start (0: nothing to keep if it fails)
+        self.rows_added = 0
         self.amp = bool(self.t.amp) and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=False
@@ -117,7 +120,8 @@ class Engine(RunOutputs):
             atomic_torch_save(training_state(self, weights_only=weights_only), self.out_dir / name)
 
     def resume(self, path: str | Path):
-        resume_training(self, path)
+        ck, self.resume_checkpoint = self.resume_checkpoint, None
+        resume_training(self, path, ck)
 
     # ------------------------------------------------------------------ loop
     def _loader(self, batches: list[list[int]], epoch: int):
@@ -294,6 +298,7 @@ class Engine(RunOutputs):
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
+        self.steps_done += 1
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> dict:

@@ -121,6 +121,8 @@ class WandbLogger:
     """A Weights & Biases run in ``<run>/wandb``. ``mode`` is ``offline`` unless ``WANDB_MODE`` says
     otherwise (``wandb sync <run>/wandb/offline-run-*`` uploads it later)."""
 
+    requires = "wandb"  # checked by :func:`check_loggers` before the run folder is written
+
     def __init__(
         self,
         *,
@@ -171,6 +173,8 @@ class MLflowLogger:
     """An MLflow run; ``tracking_uri`` defaults to the local file store ``paths.log_dir/mlruns``
     (``mlflow ui --backend-store-uri <that folder>``). Names use ``.`` where the others use ``/``
     (``train.loss``, ``val.dice.liver``, params ``model.image_size``)."""
+
+    requires = "mlflow"
 
     def __init__(
         self,
@@ -263,6 +267,27 @@ def build_loggers(logger_cfg: Any, out_dir: str | Path, *, is_main: bool = True)
                     raise exc.__cause__ from None
                 raise
     return LoggerGroup(loggers, log_images=bool(logger_cfg.get("log_images", True)))
+
+
+def check_loggers(logger_cfg: Any) -> None:
+    """Refuse a ``logger=`` whose optional package is missing, without building it (the run-folder
+    pre-flight, before anything is written).
+
+    Raises:
+        MissingExtraError: ``logger=<name> needs the '<package>' package ...: pip install ...``.
+    """
+    if not logger_cfg:
+        return
+    from hydra.utils import get_class
+
+    for name, node in logger_cfg.items():
+        if isinstance(node, Mapping) and "_target_" in node:
+            try:
+                cls = get_class(str(node["_target_"]))
+            except Exception:  # noqa: BLE001 - a wrong _target_ is reported where it is built
+                continue
+            if getattr(cls, "requires", None):
+                _require(cls.requires, str(name))
 
 
 def loggable_config(cfg) -> dict:

@@ -28,7 +28,14 @@ class RunOutputs:
             return None
         if str(r) == "auto":
             last = self.out_dir / "checkpoint_last.pth"
-            return last if last.exists() else None
+            if last.exists():
+                return last
+            cfg = getattr(self, "cfg", None)
+            if not (cfg is not None and cfg.get("overwrite", False)):
+                from medseg.train.run_folder import check_auto_resume
+
+                check_auto_resume(self.out_dir)  # never a fresh start over an earlier run's results
+            return None
         return Path(str(r))
 
     def _init_tables(self, resumed: Path | None) -> None:
@@ -60,6 +67,7 @@ class RunOutputs:
 
     def _add_row(self, row: dict) -> None:
         self.history.append(row)
+        self.rows_added = getattr(self, "rows_added", 0) + 1
         if self.dist.is_main:
             append_csv(self.out_dir / "metrics.csv", [self._csv_row(row)])
 
@@ -102,4 +110,6 @@ class RunOutputs:
             "eval_protocol": self.extra_state.get("eval_protocol"),  # how every score was computed
             "split_file": "splits.json",
         }
+        if self.extra_state.get("resume_changes"):  # settings changed on resume and applied
+            info["resume_changes"] = self.extra_state["resume_changes"]
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

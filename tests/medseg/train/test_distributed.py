@@ -70,6 +70,7 @@ def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypa
     monkeypatch.setenv("RANK", "0")  # torchrun's own variable wins
     assert _is_main_process()
     (tmp_path / "metrics.csv").write_text("epoch\n1\n")
+    (tmp_path / "checkpoint_last.pth").write_bytes(b"")  # auto continues the folder's checkpoint_last.pth
     assert check_run_folder(tmp_path, resume="auto") == "resume"
     with pytest.raises(FileExistsError, match="holds an earlier run"):
         check_run_folder(tmp_path, resume=None)
