@@ -349,3 +349,30 @@ def test_case_selection_rules(nnunet, tmp_path):
     cfg = _inf_cfg(tmp_path, nnunet, old, "split=val")
     with pytest.raises(ValueError, match="fingerprint"):
         select_cases(cfg, other, ds, old)
+
+
+# ---------------------------------------------------------------- 9: the same through the command line
+@pytest.mark.parametrize("case", ["missing_logger_package", "late_failure"])
+def test_cli_refused_or_failed_start_leaves_no_folder(case, kvasir, tmp_path):
+    """Real ``train_2d.py`` runs: a missing logger package is refused before Hydra writes anything; a start
+    that fails after Hydra wrote ``.hydra/`` and the log (no dataset there) removes what it wrote. Either
+    way the corrected command can use the same ``hydra.run.dir``."""
+    from tests.conftest import CLI_SMALL, run_cli
+
+    fake = tmp_path / "site"
+    fake.mkdir()
+    (fake / "wandb.py").write_text("raise ImportError('No module named wandb')\n")  # as without the extra
+    run = tmp_path / "run"
+    if case == "missing_logger_package":
+        extra, env, needle = (
+            [f"dataset.root={kvasir}", "logger=wandb"],
+            {"PYTHONPATH": str(fake)},
+            "logger=wandb",
+        )
+    else:
+        extra, env, needle = [f"dataset.root={tmp_path / 'no_data'}"], {}, str(tmp_path / "no_data")
+    r = run_cli("train_2d.py", *CLI_SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}", *extra, env=env)
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert needle in err[0], err[0]
+    assert not run.exists(), sorted(run.rglob("*"))
