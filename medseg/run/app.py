@@ -167,7 +167,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     except RunInterrupted:  # stopped on a signal after writing checkpoint_last.pth: kept
         raise
     except (Exception, KeyboardInterrupt):
-        if engine is None or (engine.steps_done == 0 and engine.rows_added == 0):
+        external = engine is not None and hasattr(engine.task, "fit_external")  # its own loop: no step count
+        if engine is None or (engine.steps_done == 0 and engine.rows_added == 0 and not external):
             rollback_failed_start(out)  # nothing to keep: the folder as this start found it
         raise
     metric = cfg.get("optimized_metric")
