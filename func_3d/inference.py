@@ -168,6 +168,14 @@ def load_prompts_file(path: str | Path, label_names: dict[int, str]) -> dict[str
                     raise DataError(
                         f"{path}: case {case!r} organ {organ!r}: each prompt needs 'slice' and 'box' or 'points'"
                     )
+                labels = p.get("labels", []) if "points" in p else []
+                labels = labels if isinstance(labels, list) else [labels]
+                bad = [v for v in labels if isinstance(v, bool) or v not in (0, 1)]
+                if bad:  # SAM's point labels 2/3 are box corners: a click is 1 (object) or 0 (background)
+                    raise DataError(
+                        f"{path}: case {case!r} organ {organ!r} slice {p.get('slice')}: click label {bad[0]!r} "
+                        "(prompts files take click labels 1 = object, 0 = background; boxes go in 'box')"
+                    )
                 items.append({"id": oid, **p})
         out[str(case)] = items
     return out
@@ -245,6 +253,10 @@ def run_inference(cfg: DictConfig) -> list[dict]:
             f"{cfg.prompts_file}: prompts_file names no case of split {split!r} "
             f"(it names {sorted(file_prompts)[:3]}; the split has {sorted(ids)[:3]}...)"
         )
+    if cfg.get("verify_data", True):  # NaN/inf voxels, unreadable or tiny files: one line, nothing written
+        from medseg.data.verify import preflight_cases
+
+        preflight_cases(dataset, ids)
     from medseg.train.run_folder import check_output_folder
 
     check_output_folder(out_dir, overwrite=bool(cfg.overwrite))  # earlier outputs, metrics.csv included

@@ -18,7 +18,7 @@ from medseg.data.prompts import PromptConfig, prompts_3d
 from medseg.data.samples import seed_augment
 from medseg.data.transforms import volume_window
 from medseg.eval.evaluation import CaseResult, run_evaluation, shard_of
-from medseg.eval.viz import panel_grid, save_png
+from medseg.eval.viz import panel_grid, picture_or_warning, save_png
 from medseg.train.task_settings import TaskSettings
 
 
@@ -235,8 +235,14 @@ def evaluate_volumes(model, ctx, settings, options, *, vis_dir: Path | None = No
         )
         images = {}
         if vis_dir is not None and i < n_vis:
-            for z, g in volume_pictures(raw, pred, ctx.val_transform, vp, names=case_classes).items():
-                save_png(g, Path(vis_dir) / f"{raw['case_id']}_z{z:03d}.png")
+
+            def draw():
+                grids = volume_pictures(raw, pred, ctx.val_transform, vp, names=case_classes)
+                for z, g in grids.items():
+                    save_png(g, Path(vis_dir) / f"{raw['case_id']}_z{z:03d}.png")
+                return grids
+
+            for z, g in (picture_or_warning(draw, f"{vis_dir}/{raw['case_id']}_z*.png") or {}).items():
                 images[f"val_images/{raw['case_id']}_z{z}"] = g
         spacing = tuple(float(x) for x in raw["spacing"])
         unit = raw.get("spacing_unit", "mm")  # "voxel" for BTCV slices: HD95 not in mm

@@ -4,7 +4,7 @@ used by ``tools/verify_dataset.py`` and by training's pre-flight before step 1.
 Checks every case and reports EVERY problem, each message starting with the offending file:
 files readable, image/label shapes and geometry match (headers), labels present where the layout has
 label files (e.g. an npz without ``gts``), labels hold only declared ids, no NaN/inf, labels not empty,
-dimensionality (a 2D image in a ``dim: 3`` dataset).
+dimensionality (a 2D image in a ``dim: 3`` dataset), images at least ``dataset.min_size`` px a side.
 
 Speed: the voxels of a case are read once; with the volume cache (``dataset.enable_cache``) through the
 cache, and with ``memo_dir`` each case's verdict is remembered under the case's cache key (files' path,
@@ -26,9 +26,12 @@ from medseg.data.io import ITK_EXT, NIFTI_EXT, geometry_mismatch, read_header, s
 from medseg.errors import DataError
 
 _GEOMETRY_EXT = NIFTI_EXT + ITK_EXT
+MIN_SIZE = 8  # px a side, unless the dataset says otherwise (dataset.min_size)
 
 
-def _full_check(dataset, case_id: str, files: dict[str, list[Path]]) -> tuple[list[str], bool]:
+def _full_check(
+    dataset, case_id: str, files: dict[str, list[Path]], need_foreground: bool = True
+) -> tuple[list[str], bool]:
     img_f = files["image"][0] if files["image"] else case_id
     lab_f = files["label"][0] if files["label"] else None
     try:  # through the volume cache unless raw ids are needed (a label remap hides undeclared ids)
@@ -43,6 +46,12 @@ def _full_check(dataset, case_id: str, files: dict[str, list[Path]]) -> tuple[li
     bad = int((~np.isfinite(image)).sum()) if image.dtype.kind == "f" else 0
     if bad:
         problems.append(f"{img_f}: image holds {bad} NaN/inf values")
+    min_size = int(getattr(dataset, "min_size", MIN_SIZE))
+    if image.ndim >= 3 and min(image.shape[1:3]) < min_size:
+        problems.append(
+            f"{img_f}: image is {image.shape[1]} x {image.shape[2]} px, smaller than dataset.min_size={min_size} "
+            "px a side (+dataset.min_size=N to change)"
+        )
     if getattr(dataset, "dim", None) == 3 and image.shape[0] == 1:
         problems.append(
             f"{img_f}: 2D image (shape {image.shape[1:3]}) in a 3D dataset (dataset.dim=3 needs volumes)"
@@ -63,7 +72,7 @@ def _full_check(dataset, case_id: str, files: dict[str, list[Path]]) -> tuple[li
         problems.append(
             f"{lab_f}: label holds undeclared ids {sorted(ids - declared)} (declared: {sorted(declared)})"
         )
-    if not ids:
+    if not ids and need_foreground:
         problems.append(f"{lab_f}: label is empty (no foreground voxel)")
     return problems, True
 
@@ -94,7 +103,7 @@ def _fast_check(files: dict[str, list[Path]]) -> list[str]:
     return problems
 
 
-VERSION = 2  # bump when the checks change: remembered verdicts of older checks are not reused
+VERSION = 3  # bump when the checks change: remembered verdicts of older checks are not reused
 
 
 def _memo_path(memo_dir: Path, dataset, case_id: str, files: dict[str, list[Path]]) -> Path:
@@ -110,6 +119,7 @@ def _memo_path(memo_dir: Path, dataset, case_id: str, files: dict[str, list[Path
         "dim": getattr(dataset, "dim", None),
         "channel": getattr(dataset, "channel", None),
         "label_key": getattr(dataset, "label_key", None),
+        "min_size": getattr(dataset, "min_size", MIN_SIZE),
     }
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     return Path(memo_dir) / f"{key}.json"
@@ -175,6 +185,27 @@ def verify_dataset(dataset, fast: bool = False, memo_dir: str | Path | None = No
         problems += found
         full_done = full_done or labelled
     return problems
+
+
+def preflight_cases(dataset, case_ids: list[str], what: str = "inference") -> None:
+    """Inference's pre-flight: every check of :func:`check_case` on ``case_ids`` (labels optional, an empty
+    label allowed: a case may hold no organ), before anything is written.
+
+    Raises:
+        DataError: one line with the number of problems and the first three, each naming its file.
+    """
+    problems = []
+    for cid in case_ids:
+        try:
+            files = dataset.case_files(cid)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        found = _fast_check(files)
+        problems += found or _full_check(dataset, cid, files, need_foreground=False)[0]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError(f"{len(problems)} problem(s) in the {what} cases: {'; '.join(problems[:3])}{more}")
 
 
 def preflight(cfg, dataset, *, is_main: bool = True) -> None:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from medseg.data.batch import collate_sam2_2d
 from medseg.data.prompts import PromptConfig
 from medseg.eval.metrics import MetricAccumulator, score_case
-from medseg.eval.viz import panel_grid, save_png
+from medseg.eval.viz import panel_grid, picture_or_warning, save_png
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,16 @@ def evaluate_2d(task, model, ctx, settings, *, vis_dir: Path | None = None, thre
             target, scored, sp = lab.cpu().numpy(), pred.cpu().numpy(), s.get("spacing", (1.0, 1.0, 1.0))
         images = {}
         if vis_dir is not None and i < n_vis:
-            grid = _picture(s, batch, lab, pred, target, scored, samples, kind, classes)
-            save_png(grid, Path(vis_dir) / f"{s['case_id']}.png")
-            images[f"val_images/{s['case_id']}"] = grid
+            out = Path(vis_dir) / f"{s['case_id']}.png"
+
+            def draw():
+                grid = _picture(s, batch, lab, pred, target, scored, samples, kind, classes)
+                save_png(grid, out)
+                return grid
+
+            grid = picture_or_warning(draw, str(out))
+            if grid is not None:
+                images[f"val_images/{s['case_id']}"] = grid
         return CaseResult(
             str(s["case_id"]), scored, target, (float(sp[-2]), float(sp[-1])), classes, images,
             spacing_unit=s.get("spacing_unit", "mm"),

@@ -189,3 +189,17 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
         info.add_text(LAYOUT_KEY, json.dumps(array.layout))
     Image.fromarray(np.asarray(array)).save(path, pnginfo=info)
     return path
+
+
+def picture_or_warning(make, what: str):
+    """``make()`` (draw and save a picture) or, when it fails, a WARNING naming ``what`` and None: a picture
+    is never the reason a validation, its metrics or the epoch's checkpoint are lost."""
+    import logging
+
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - any drawing failure; the scores do not depend on it
+        logging.getLogger(__name__).warning(
+            "%s: picture not drawn (%s: %s); the run goes on", what, type(e).__name__, e
+        )
+        return None

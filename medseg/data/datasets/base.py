@@ -79,6 +79,8 @@ class CaseDataset:
         transform: optional callable applied to each raw case in ``__getitem__``.
         name, dim: informative (config name, 2 or 3).
         augment: training augmentation config, kept for :func:`medseg.data.transforms.build_transform`.
+        min_size: the smallest height/width in pixels an image may have (default 8; a 1 x 1 px image would
+            be upsampled to the model's size and scored as if it were an image); checked by the pre-flight.
     """
 
     layout = "base"
@@ -97,6 +99,7 @@ class CaseDataset:
         dim: int | None = None,
         augment: Any = None,
         max_slices: int | None = None,
+        min_size: int = 8,
     ):
         if root is None or str(root) in ("", "???"):
             raise DataError("dataset.root: not set; pass dataset.root=/path/to/data")
@@ -111,6 +114,9 @@ class CaseDataset:
         if max_slices is not None and int(max_slices) < 1:
             raise DataError(f"dataset.max_slices: expected a positive number or null, got {max_slices!r}")
         self.max_slices = None if max_slices is None else int(max_slices)  # 2D cut of 3D layouts (Slices2D)
+        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
+            raise DataError(f"dataset.min_size: expected an integer >= 1, got {min_size!r}")
+        self.min_size = min_size  # smallest image side (px) the pre-flight accepts (medseg.data.verify)
         self.strict = strict
         self.transform = transform
         self.label_map = parse_label_map(labels)

@@ -6,7 +6,10 @@ Layout::
                                                /<name>_seg_{cup,disc}_{1..7}_cropped.jpg
 
 Each rater mask (object bright) is binarised at 0.5 of 255 (>= 128); the ground truth is the majority
-vote (mean over the raters present >= 0.5). Missing rater files are skipped; none at all is an error.
+vote (mean over the raters >= 0.5). Every case needs all ``dataset.n_raters`` (7) masks of the parts its
+``target`` uses: a missing one is a problem naming the case and the file (a vote over 6 raters would
+differ from the published ground truth without a word). ``allow_missing_raters=true`` votes over the
+raters present instead (at least one per part).
 ``target``: ``cup`` -> label 1 = cup; ``disc`` -> label 1 = disc; ``both`` -> 1 = disc, 2 = cup written
 over it (the cup lies inside the disc, so label 1 is the rim and disc = label >= 1).
 Native split from the folder name: Training -> train, Validation -> val, Test -> test.
@@ -39,11 +42,20 @@ class RefugeDataset(CaseDataset):
 
     layout = "refuge"
 
-    def __init__(self, root, *, target: str = "cup", n_raters: int = N_RATERS, **kwargs):
+    def __init__(
+        self,
+        root,
+        *,
+        target: str = "cup",
+        n_raters: int = N_RATERS,
+        allow_missing_raters: bool = False,
+        **kwargs,
+    ):
         super().__init__(root, **kwargs)
         if target not in TARGETS:
             raise DataError(f"dataset.target: '{target}' is not one of {sorted(TARGETS)}")
         self.target, self.n_raters = target, int(n_raters)
+        self.allow_missing_raters = bool(allow_missing_raters)
         self.default_label_names = dict(TARGETS[target])
         self._dirs: dict[str, Path] = {}
         split_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and split_from_folder(d.name))
@@ -61,10 +73,31 @@ class RefugeDataset(CaseDataset):
                         f"{case_dir / f'{name}_cropped.jpg'}"
                     )
                     continue
+                missing = [] if self.allow_missing_raters else self._missing_raters(case_dir)
+                if missing:
+                    self._problem(
+                        f"{missing[0]}: rater mask missing for case '{name}' ({len(missing)} of "
+                        f"{self.n_raters * len(self._parts())} files missing; every case needs "
+                        f"dataset.n_raters={self.n_raters} raters per part, or "
+                        "dataset.allow_missing_raters=true to vote over those present)"
+                    )
+                    continue
                 self._cases.append(name)
                 self._dirs[name] = case_dir
                 self._native[name] = split_from_folder(sd.name)
         self._finish_listing("expected <split>/<name>/<name>_cropped.jpg")
+
+    def _parts(self) -> list[str]:
+        return ["cup", "disc"] if self.target == "both" else [self.target]
+
+    def _missing_raters(self, case_dir: Path) -> list[Path]:
+        name = case_dir.name
+        files = [
+            case_dir / f"{name}_seg_{part}_{i}_cropped.jpg"
+            for part in self._parts()
+            for i in range(1, self.n_raters + 1)
+        ]
+        return [f for f in files if not f.is_file()]
 
     def _rater_files(self, case_dir: Path, part: str) -> list[Path]:
         name = case_dir.name

@@ -19,6 +19,7 @@ from medseg.data.datasets import (
     Slices2D,
 )
 from medseg.data.splits import resolve_splits
+from medseg.errors import DataError
 from tests.data_helpers import ROOT, quirky_affine, quirky_nnunet, refuge_case
 
 
@@ -97,8 +98,10 @@ def test_refuge_majority_vote_and_targets(tmp_path):
 
 def test_refuge_missing_raters_and_generated(tmp_path):
     refuge_case(tmp_path / "r", "V0001", split="Validation-400", raters=(5, 6, 7))
-    case = RefugeDataset(tmp_path / "r").load_case("V0001")
-    assert case["label"][0, 22, 22] == 1  # only the 3 raters present vote
+    with pytest.raises(DataError, match=r"V0001_seg_cup_1_cropped\.jpg: rater mask missing for case 'V0001'"):
+        RefugeDataset(tmp_path / "r")  # a vote over 3 of 7 raters is not the ground truth: refused
+    case = RefugeDataset(tmp_path / "r", allow_missing_raters=True).load_case("V0001")
+    assert case["label"][0, 22, 22] == 1  # asked for: only the 3 raters present vote
     ds = RefugeDataset(S.write_refuge(tmp_path / "g", n=4, size=32), target="both")
     assert sorted(ds.native_split(c) for c in ds.case_ids) == ["test", "train", "train", "val"]
     assert set(np.unique(ds[0]["label"])) == {0, 1, 2}
