@@ -155,8 +155,10 @@ def validate_config(cfg) -> None:
     """Check every option of :data:`RULES` present in ``cfg`` (and ``optim.betas``/param-group lrs).
 
     Raises:
-        ValueError: ``<option>: expected <what>, got <value>`` for the first bad option.
+        ValueError: ``<option>: expected <what>, got <value>`` for the first bad option, or an option added
+            with ``+key=value`` that nothing reads (:func:`check_added_keys`).
     """
+    check_added_keys(cfg)
     for key, rule in RULES.items():
         v = _select(cfg, key)
         if v is _MISSING:
@@ -175,6 +177,52 @@ def validate_config(cfg) -> None:
         lr = g.get("lr", None) if hasattr(g, "get") else None
         if lr is not None and not POSITIVE.ok(lr):
             raise ValueError(f"optim.param_groups[{i}].lr: expected {POSITIVE.expected()}, got {lr!r}")
+
+
+def check_added_keys(cfg) -> None:
+    """Refuse an option added with ``+key=value`` (``hydra.overrides.task``) that no config declares.
+
+    Hydra adds any ``+key`` without a word: ``+optimm=sgd`` (Hydra's own suggestion after a group-name
+    typo) would train with AdamW and keep a stray ``optimm: sgd``; ``+trainer.max_epoch=3`` would train
+    for ``trainer.max_epochs``. Allowed: config groups (``+arm=...``, in ``hydra.runtime.choices``) and keys
+    under a node with ``_target_`` (constructor arguments, checked by the constructor), e.g.
+    ``+dataset.min_size=4``; ``++key=value`` (forced) is left alone.
+
+    Raises:
+        ValueError: ``+<key>=<value>: unknown option '<key>' (did you mean '<closest>'? ...)``.
+    """
+    import difflib
+
+    overrides = _select(cfg, "hydra.overrides.task")
+    if overrides is _MISSING or not overrides:
+        return
+    choices = _select(cfg, "hydra.runtime.choices")
+    groups = set(choices.keys()) if choices is not _MISSING and choices is not None else set()
+    added = [str(o) for o in overrides if str(o).startswith("+") and not str(o).startswith("++")]
+    added_keys = {o[1:].split("=", 1)[0] for o in added}
+    for o in added:
+        key = o[1:].split("=", 1)[0]
+        if key in groups or key.split("@", 1)[0] in groups or _select(cfg, key) is _MISSING:
+            continue
+        parent_key, _, name = key.rpartition(".")
+        parent = cfg if not parent_key else _select(cfg, parent_key)
+        if parent is _MISSING or not OmegaConf.is_dict(parent) or "_target_" in parent:
+            continue
+        known = [
+            k for k in parent.keys() if f"{parent_key}.{k}".lstrip(".") not in added_keys and k != "hydra"
+        ]
+        if not parent_key:
+            known += [g for g in groups if "/" not in g]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        where = f"'{parent_key}'" if parent_key else "the root config"
+        hint = f"did you mean '{(parent_key + '.' if parent_key else '') + close[0]}'?" if close else ""
+        if close and not parent_key and close[0] in groups:
+            hint += f" a config group is chosen with {close[0]}={o.split('=', 1)[1]}"
+        raise ValueError(
+            f"{o}: unknown option '{key}', not in {where}"
+            + (f" ({hint.strip()})" if hint else "")
+            + "; ++key=value forces a new key"
+        )
 
 
 from medseg.train.checkpoint import RESUME_KEYS, check_resume_model  # noqa: E402,F401  (re-exported)

@@ -29,6 +29,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from medseg.run.preconditions import check_evaluation_target, check_launcher, check_writable
 from medseg.train.run_folder import (  # noqa: F401  (the rules live in the core; re-exported here)
     LOCK_NAME,
     RESULTS,
@@ -75,6 +76,8 @@ class RunFolderCallback(Callback):
                 overwrite=bool(config.get("overwrite", False)),
                 resume=OmegaConf.select(config, "trainer.resume"),
             )
+            check_writable(folder, "hydra.run.dir")  # read-only / no permission: one line, nothing created
+            check_evaluation_target(config, folder)  # train=false beside a trained run's checkpoints
             # pre-flight: what would otherwise fail after Hydra wrote .hydra/ and the log
             check_loggers(config.get("logger"))
             resume_preflight(config, folder)  # the resume file, its model and the changed settings
@@ -99,8 +102,10 @@ class RunFolderCallback(Callback):
 
         try:
             validate_config(config)
+            check_launcher(config)  # launcher=slurm off a cluster: one line before submitit's traceback
             sweep = Path(str(config.hydra.sweep.dir))
             check_not_under_file(sweep, "hydra.sweep.dir")
+            check_writable(sweep, "hydra.sweep.dir")
             if sweep.is_dir() and not config.get("overwrite", False):
                 taken = [p for p in sorted(sweep.iterdir()) if p.is_dir() and results_in(p)]
                 if taken:
