@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from medseg.data.splits import check_same_data, dataset_fingerprint
 from medseg.eval.evaluation import protocol_record
 from medseg.run.context import prepare_data, setup_runtime
+from medseg.train.distributed import agree_on_start
 from medseg.train.engine import Engine
 from medseg.train.preemption import RunInterrupted
 from medseg.train.run_folder import rollback_failed_start
@@ -121,7 +122,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         cfg = OmegaConf.merge(
             cfg, {"trainer": {"batch_size": batch}}
         )  # a copy: the user's cfg is not written
-    engine = None
+    engine, started = None, False
     try:
         check_loggers(cfg.get("logger"))  # a missing optional package: refused before the model is built
         resuming = resume_preflight(cfg, out, announce=True) if cfg.get("train", True) else None
@@ -153,6 +154,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         if resuming is not None:
             engine.resume_checkpoint = resuming[1]
             resuming = None  # the engine holds it until it resumes
+        started = True  # from here on a failure is this rank's own (no second agreement)
+        agree_on_start(None)  # every rank set up: or all stop with the failing rank's one line
         if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
             engine.model = (
                 task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
@@ -166,10 +169,12 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
             result = summary.get(str(cfg.trainer.monitor))
     except RunInterrupted:  # stopped on a signal after writing checkpoint_last.pth: kept
         raise
-    except (Exception, KeyboardInterrupt):
+    except (Exception, KeyboardInterrupt) as e:
         external = engine is not None and hasattr(engine.task, "fit_external")  # its own loop: no step count
         if engine is None or (engine.steps_done == 0 and engine.rows_added == 0 and not external):
             rollback_failed_start(out)  # nothing to keep: the folder as this start found it
+        if not started and isinstance(e, Exception):
+            agree_on_start(e)  # the other ranks wait there: they stop quietly, this rank prints
         raise
     metric = cfg.get("optimized_metric")
     if metric and engine.history:

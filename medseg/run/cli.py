@@ -9,6 +9,7 @@ import sys
 from hydra.errors import InstantiationException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
+from medseg.errors import PeerFailed, StorageError
 from medseg.eval.sweep import register_resolvers
 
 EXIT_USER_ERROR = 2  # a user's mistake (bad option, file, folder): one line, exit 2, like a usage error
@@ -25,6 +26,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     MissingMandatoryValue,
     ConfigAttributeError,
     ConfigKeyError,
+    StorageError,  # a file of the run could not be written (disk full, read-only): names the file
 )
 
 
@@ -53,9 +55,13 @@ def user_errors_as_one_line(fn):
                 raise
         except RunInterrupted as e:  # checkpoint written and the line printed: exit as the signal would
             sys.exit(128 + e.signum)
+        except PeerFailed:  # another rank stopped on a user error and printed the one line
+            sys.exit(EXIT_USER_ERROR)
         except errors as e:
             if os.environ.get("SAM2MED_TRACEBACK"):
                 raise
+            if _rank_zero_prints():
+                sys.exit(EXIT_USER_ERROR)
             exit_with_error(e)
         except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the engine saves what it can first)
             if os.environ.get("SAM2MED_TRACEBACK"):
@@ -64,6 +70,16 @@ def user_errors_as_one_line(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def _rank_zero_prints() -> bool:
+    """True in a process of a distributed run other than rank 0, before the process group exists: every
+    process checks the same config the same way there, and rank 0 prints the one line for all of them."""
+    import torch.distributed as dist
+
+    from medseg.train.distributed import launcher_rank
+
+    return launcher_rank() > 0 and not (dist.is_available() and dist.is_initialized())
 
 
 def exit_with_error(e: BaseException, code: int = EXIT_USER_ERROR):

@@ -18,12 +18,13 @@ import logging
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+
+from medseg.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,10 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
     A kill at any moment leaves either the old file or the new one, never a partial one.
     """
+    from medseg.train.runtime import temp_file_beside
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -142,7 +144,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free / 2**30
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OSError(
+        raise StorageError(  # a user error (one line, exit 2), not a traceback
             f"{path}: could not write the checkpoint ({first[:200]}); {free:.2f} GiB free in {path.parent}"
             + (f"; the previous {path.name} is untouched" if path.exists() else "")
         ) from None

@@ -156,3 +156,25 @@ def gather_by_index(items: list[tuple[int, object]]) -> list[tuple[int, object]]
     if dist.get_rank() != 0:
         return None
     return sorted((t for part in out for t in part), key=lambda t: t[0])
+
+
+# ---------------------------------------------------------------------- a start that fails on one rank
+def agree_on_start(error: BaseException | None) -> None:
+    """Every rank calls this once, at the same point of the start (after its set-up, before the first
+    collective of training): ``error`` is what stopped this rank's set-up, or None.
+
+    One all-reduce finds the lowest failing rank: that rank returns (its caller re-raises its error, the one
+    line of the run); every other rank raises :class:`~medseg.errors.PeerFailed` (exit 2, nothing printed), so
+    no rank is left waiting in a collective to die with a gloo traceback. No-op without a process group.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    from medseg.errors import PeerFailed
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    flag = torch.tensor([float(rank if error is not None else world)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    first = int(flag.item())
+    if first < world and not (error is not None and rank == first):
+        raise PeerFailed(f"rank {first} stopped the start")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +127,33 @@ def finish_distributed() -> bool:
     return True
 
 
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in ``path``'s folder (created); a folder that cannot be written is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        from medseg.errors import StorageError
+
+        raise StorageError(f"{path}: cannot write in {path.parent} ({e.strerror or e})") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only: one line naming the file (a user error), not a traceback
+        Path(tmp).unlink(missing_ok=True)
+        from medseg.errors import StorageError
+
+        free = shutil.disk_usage(path.parent).free / 2**30
+        raise StorageError(
+            f"{path}: could not write ({e.strerror or e}); {free:.2f} GiB free in {path.parent}"
+            + (f"; the previous {path.name} is untouched" if path.exists() else "")
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
