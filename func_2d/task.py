@@ -148,7 +148,10 @@ class SAM2ImageTask:
     # ------------------------------------------------------------------ engine hooks
     def training_step(self, model, batch: ImageBatch) -> dict:
         out = self.forward(model, batch)
-        return self.loss_fn(out["logits"], batch.masks, iou_pred=out["ious"], obj_score=out["obj_scores"])
+        extra = {} if batch.valid is None else {"valid": batch.valid}  # unannotated pixels left out
+        return self.loss_fn(
+            out["logits"], batch.masks, iou_pred=out["ious"], obj_score=out["obj_scores"], **extra
+        )
 
     def predict(self, model, batch: ImageBatch) -> torch.Tensor:
         """Per-object logits [N,S,S] (best mask) for evaluation."""

@@ -26,13 +26,15 @@ from medseg.train.task_settings import TaskSettings
 class ClipBatch:
     """B clips of slices. images: per clip ``[T_b,3,S,S]`` (T_b < video_length only for volumes shorter
     than a clip); masks: per clip ``[T_b,O_b,S,S]`` (O varies per clip); prompts: per clip
-    ``{frame: FramePrompts}``; obj_ids: per clip the label id of each object."""
+    ``{frame: FramePrompts}``; obj_ids: per clip the label id of each object; valid: None, or per clip
+    ``[T_b,S,S]`` bool, False on unannotated voxels (nnU-Net ``ignore``), which the loss leaves out."""
 
     images: list[torch.Tensor]
     masks: list[torch.Tensor]
     prompts: list[dict]
     obj_ids: list[list[int]]
     case_ids: list[str]
+    valid: list[torch.Tensor] | None = None
 
     def to(self, device):
         return ClipBatch(
@@ -41,6 +43,7 @@ class ClipBatch:
             [{t: to_device(fp, device) for t, fp in p.items()} for p in self.prompts],
             self.obj_ids,
             self.case_ids,
+            None if self.valid is None else [v.to(device, non_blocking=True) for v in self.valid],
         )
 
     def pin_memory(self):
@@ -50,6 +53,7 @@ class ClipBatch:
             self.prompts,
             self.obj_ids,
             self.case_ids,
+            None if self.valid is None else [v.pin_memory() for v in self.valid],
         )
 
 
@@ -76,7 +80,8 @@ class ClipSamples:
         case = self.volumes[i]
         label = np.asarray(case["label"])
         D = label.shape[0]
-        present = [int(v) for v in np.unique(label) if v > 0]
+        ignore = case.get("ignore_label")  # nnU-Net's unannotated voxels: no object, no loss
+        present = [int(v) for v in np.unique(label) if v > 0 and v != ignore]
         if not present:
             raise ValueError(f"{case['case_id']}: no labelled voxel in this training volume")
         chosen = sorted(rng.choice(present, size=min(len(present), self.max_objects), replace=False).tolist())
@@ -110,16 +115,26 @@ class ClipSamples:
             "prompts": frame_prompts(vp, self.prompt_cfg.kind, lab.shape[-1]),
             "obj_ids": ids,
             "case_id": str(case["case_id"]),
+            "valid": None if ignore is None else s["label"] != int(ignore),
         }
 
 
 def collate_clips(samples: list[dict]) -> ClipBatch:
+    valid = None
+    if any(s.get("valid") is not None for s in samples):
+        valid = [
+            s["valid"]
+            if s.get("valid") is not None
+            else torch.ones((s["masks"].shape[0], *s["masks"].shape[2:]), dtype=torch.bool)
+            for s in samples
+        ]
     return ClipBatch(
         [s["image"] for s in samples],
         [s["masks"] for s in samples],
         [s["prompts"] for s in samples],
         [s["obj_ids"] for s in samples],
         [s["case_id"] for s in samples],
+        valid,
     )
 
 
@@ -163,7 +178,7 @@ class SAM2VideoTask:
         for b in todo:
             key = batch.images[b].shape[0] if self.batch_clips else -1 - b
             groups.setdefault(key, []).append(b)
-        logits, targets, ious, scores = [], [], [], []
+        logits, targets, ious, scores, valid = [], [], [], [], []
         for members in groups.values():
             outs = propagate_clips(
                 model,
@@ -184,8 +199,14 @@ class SAM2VideoTask:
                 targets.append(batch.masks[b][v])
                 ious.append(out.ious[v])
                 scores.append(out.object_score_logits[v])
+                if batch.valid is not None:  # unannotated voxels of each object's frame
+                    valid.append(batch.valid[b][:, None].expand_as(batch.masks[b])[v])
         return self.loss_fn(
-            torch.cat(logits), torch.cat(targets), iou_pred=torch.cat(ious), obj_score=torch.cat(scores)
+            torch.cat(logits),
+            torch.cat(targets),
+            iou_pred=torch.cat(ious),
+            obj_score=torch.cat(scores),
+            **({"valid": torch.cat(valid)} if valid else {}),
         )
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
@@ -256,6 +277,7 @@ def evaluate_volumes(model, ctx, settings, options, *, vis_dir: Path | None = No
             images,
             spacing_unit=unit,
             direction=direction,
+            ignore_label=raw.get("ignore_label"),
         )
 
     return run_evaluation(

@@ -32,7 +32,9 @@ class CNNTask:
         return model.forward_objects(batch.images, batch.boxes, batch.obj_img, batch.obj_class)
 
     def training_step(self, model, batch) -> dict:
-        return self.loss_fn(self._logits(model, batch), batch.masks)
+        valid = getattr(batch, "valid", None)  # unannotated pixels (nnU-Net ignore) are left out
+        extra = {} if valid is None else {"valid": valid}
+        return self.loss_fn(self._logits(model, batch), batch.masks, **extra)
 
     def predict(self, model, batch) -> torch.Tensor:
         return self._logits(model, batch)
@@ -54,6 +56,12 @@ class YoloTask:
     def _export_items(samples):
         for i in range(len(samples)):
             s = samples.get(i, np.random.default_rng([0, i]))
+            if s.get("ignore_label") is not None:
+                raise ValueError(
+                    f"model=yolo_seg: case {s['case_id']} has unannotated pixels (the nnU-Net 'ignore' label "
+                    f"{s['ignore_label']}), which YOLO polygons cannot leave out of its loss; use a model of "
+                    "this suite's loss (e.g. model=unet) for this dataset"
+                )
             lab = torch.as_tensor(s["label"]).reshape(s["image"].shape[-2:]).numpy()
             yield str(s["case_id"]), to_uint8_image(s["image"].reshape(3, *lab.shape)), lab
 

@@ -35,7 +35,9 @@ class ImageBatch:
     images [B,3,S,S] float (ImageNet-normalised); masks [N,S,S] bool; obj_img [N] long (index of the
     object's image); obj_class [N] long (label id); boxes [N,4] float xyxy (zeros when unused);
     points [N,P,2] float (x, y); point_labels [N,P] long (1 pos, 0 neg, -1 pad); mask_prompts [N,S,S]
-    float; case_ids list of B str; spacing [B,2] float (sy, sx) of the resized grid.
+    float; case_ids list of B str; spacing [B,2] float (sy, sx) of the resized grid; valid None, or
+    [N,S,S] bool, False on the unannotated pixels (nnU-Net ``ignore``) of each object's image, which
+    the loss leaves out.
     """
 
     images: torch.Tensor
@@ -48,6 +50,7 @@ class ImageBatch:
     mask_prompts: torch.Tensor
     case_ids: list[str]
     spacing: torch.Tensor
+    valid: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> ImageBatch:
         return to_device(self, device)
@@ -82,11 +85,13 @@ def collate_sam2_2d(
 
     One object per (image, label id): ids present in the label, plus, under ``prompt.empty: negative``,
     the sample's declared ``label_names`` ids that are absent (empty mask, negative clicks). Images
-    without any object contribute none (N may be 0).
+    without any object contribute none (N may be 0). A sample's ``ignore_label`` (nnU-Net) is no
+    object; its pixels are False in ``valid``.
     """
     cfg = PromptConfig.from_cfg(prompt_cfg)
     rng = rng or np.random.default_rng()
-    images, objs, obj_img, case_ids, spacing = [], [], [], [], []
+    images, objs, obj_img, case_ids, spacing, valid = [], [], [], [], [], []
+    any_ignore = False
     for b, s in enumerate(samples):
         img, lab = _squeeze_2d(s)
         images.append(img.float())
@@ -94,11 +99,14 @@ def collate_sam2_2d(
         sp = s.get("spacing", (1.0, 1.0, 1.0))
         spacing.append([float(sp[-2]), float(sp[-1])])
         lab_np = lab.numpy()
-        declared = {int(i) for i in (s.get("label_names") or {}) if int(i) > 0}
+        ignore = s.get("ignore_label")
+        annotated = np.ones(lab_np.shape, bool) if ignore is None else lab_np != int(ignore)
+        any_ignore = any_ignore or ignore is not None
+        declared = {int(i) for i in (s.get("label_names") or {}) if int(i) > 0} - {ignore}
         if cfg.kind.automatic:  # automatic mode: every declared class, whatever the reference holds
-            ids = declared or set(np.unique(lab_np).tolist()) - {0}
+            ids = declared or set(np.unique(lab_np).tolist()) - {0, ignore}
         else:
-            ids = set(np.unique(lab_np).tolist()) - {0}
+            ids = set(np.unique(lab_np).tolist()) - {0, ignore}
             if cfg.empty == "negative":
                 ids |= declared
         for oid in sorted(ids):
@@ -106,6 +114,7 @@ def collate_sam2_2d(
             if p is not None:
                 objs.append(p)
                 obj_img.append(b)
+                valid.append(annotated)
     size = images[0].shape[-2:]
     n = len(objs)
     n_pts = max((len(o["point_labels"]) for o in objs), default=0)
@@ -132,4 +141,9 @@ def collate_sam2_2d(
         mask_prompts=stack("mask_prompt", torch.float32, tuple(size)),
         case_ids=case_ids,
         spacing=torch.tensor(spacing, dtype=torch.float32),
+        valid=(
+            (torch.from_numpy(np.stack(valid)) if valid else torch.zeros(0, *size, dtype=torch.bool))
+            if any_ignore
+            else None
+        ),
     )

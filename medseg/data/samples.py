@@ -78,6 +78,11 @@ def collate_2d(samples: list[dict], prompt_cfg) -> ImageBatch:
         mask_prompts=torch.cat([p.mask_prompts for p in parts]),
         case_ids=[c for p in parts for c in p.case_ids],
         spacing=torch.cat([p.spacing for p in parts]),
+        valid=(
+            torch.cat([p.valid if p.valid is not None else torch.ones_like(p.masks) for p in parts])
+            if any(p.valid is not None for p in parts)
+            else None
+        ),
     )
 
 

@@ -134,6 +134,7 @@ class CaseResult:
         default_factory=dict
     )  # what an ``on_case`` writer needs (raw case, prompts)
     direction: np.ndarray | None = None  # Geometry.direction (else that of extras["raw"]): sheared HD95
+    ignore_label: int | None = None  # nnU-Net "ignore" id (else that of extras["raw"]): left out of scores
 
 
 def _direction(res: CaseResult) -> np.ndarray | None:
@@ -142,6 +143,15 @@ def _direction(res: CaseResult) -> np.ndarray | None:
         return res.direction
     raw = res.extras.get("raw")
     return getattr(raw.get("geometry"), "direction", None) if isinstance(raw, dict) else None
+
+
+def _ignore_label(res: CaseResult) -> int | None:
+    """The case's unannotated-voxel id: its own, or its raw case's ``ignore_label``."""
+    if res.ignore_label is not None:
+        return int(res.ignore_label)
+    raw = res.extras.get("raw")
+    value = raw.get("ignore_label") if isinstance(raw, dict) else None
+    return None if value is None else int(value)
 
 
 def run_evaluation(
@@ -187,6 +197,7 @@ def run_evaluation(
                 case_id=cid,
                 unit=unit,
                 direction=_direction(res),
+                ignore_label=_ignore_label(res),
             )
             for r in rows:
                 r["eval_protocol"] = pid
@@ -286,7 +297,7 @@ def evaluate_2d(task, model, ctx, settings, *, vis_dir: Path | None = None, thre
                 images[f"val_images/{s['case_id']}"] = grid
         return CaseResult(
             str(s["case_id"]), scored, target, (float(sp[-2]), float(sp[-1])), classes, images,
-            spacing_unit=s.get("spacing_unit", "mm"),
+            spacing_unit=s.get("spacing_unit", "mm"), ignore_label=s.get("ignore_label"),
         )  # fmt: skip
 
     return run_evaluation(

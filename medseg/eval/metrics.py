@@ -31,6 +31,11 @@ Empty-mask rule (``status`` column):
   model that misses structures cannot get a better mean HD95 than one that finds them.
 
 HD95 means are taken over the finite values of the applicable rows.
+
+Unannotated voxels (nnU-Net's ``ignore`` label, ``ignore_label``): voxels whose reference holds that id
+count neither as foreground nor as background of any class (as nnU-Net's ``compute_tp_fp_fn`` with an
+ignore mask): they are cleared in both prediction and reference before scoring, so they add no TP, FP
+or FN, and the surfaces for HD95 end where the annotation ends. ``ignore`` is never a scored class.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ def score_case(
     case_id: str = "",
     unit: str = "mm",
     direction: np.ndarray | Sequence[Sequence[float]] | None = None,
+    ignore_label: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per-class Dice, IoU and HD95 of one case.
 
@@ -125,6 +131,7 @@ def score_case(
             ``spacing_unit``); rows then say ``hd95_unit`` ``"px"`` (2D) or ``"voxel"`` (3D).
         direction: (3, 3) direction cosines of a 3D grid (:attr:`medseg.data.io.Geometry.direction`,
             column c = voxel axis x, y, z); when not orthogonal, HD95 is measured in physical space.
+        ignore_label: id of unannotated reference voxels (nnU-Net ``ignore``), left out of every class.
 
     Returns:
         One dict per class with keys ``ROW_KEYS``; see the module docstring for the empty-mask rule.
@@ -150,6 +157,11 @@ def score_case(
         (only,) = classes
         p = np.where(p.astype(bool), only, 0) if p.dtype == bool else p
         t = np.where(t.astype(bool), only, 0) if t.dtype == bool else t
+    if ignore_label is not None:
+        if int(ignore_label) in {int(c) for c in classes}:
+            raise ValueError(f"ignore_label {ignore_label} cannot be a scored class ({dict(classes)!r})")
+        annotated = t != int(ignore_label)
+        p, t = np.where(annotated, p, 0), np.where(annotated, t, 0)
     sp = _spacing_for(p.shape, spacing)
     diagonal = float(math.sqrt(sum((n * s) ** 2 for n, s in zip(p.shape, sp))))
     to_mm = _sheared_grid(direction, sp) if p.ndim == 3 else None
@@ -230,9 +242,13 @@ class MetricAccumulator:
         case_id: str = "",
         unit: str = "mm",
         direction: np.ndarray | Sequence[Sequence[float]] | None = None,
+        ignore_label: int | None = None,
     ) -> list[dict[str, Any]]:
         """Score one case (see :func:`score_case`), keep and return its rows."""
-        rows = score_case(pred, target, spacing, classes, case_id=case_id, unit=unit, direction=direction)
+        rows = score_case(
+            pred, target, spacing, classes, case_id=case_id, unit=unit, direction=direction,
+            ignore_label=ignore_label,
+        )  # fmt: skip
         self.rows.extend(rows)
         return rows
 

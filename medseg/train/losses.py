@@ -10,6 +10,10 @@ training step::
 - ``target``: ``[N, H, W]`` bool or float in {0, 1}.
 - ``iou_pred``: ``[N, M]`` predicted IoU per candidate mask (``M = 1`` for single-mask logits).
 - ``obj_score``: ``[N, 1]`` (or ``[N]``) object-presence logit.
+- ``valid``: optional ``[N, H, W]`` bool, False on unannotated pixels (nnU-Net's ``ignore`` label). Those
+  pixels are neither foreground nor background: their logit is replaced by a constant far below zero
+  and their target by 0 before any part is computed, so they add nothing to Dice, BCE/focal or the
+  IoU target and receive no gradient (the per-pixel means still divide by all ``H * W`` pixels).
 
 Reduction: every part is computed per object (a mask's Dice uses only that mask's pixels, never pooled
 over the batch) and then averaged over the ``N`` objects. With multimask logits the mask parts are taken
@@ -38,8 +42,14 @@ def _check_weight(name: str, value: float) -> float:
     return value
 
 
-def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate shapes; return logits ``[N, M, H, W]`` and float target ``[N, 1, H, W]``."""
+IGNORED_LOGIT = -1.0e4  # an unannotated pixel's logit: sigmoid 0, BCE/focal 0 against target 0
+
+
+def _prepare(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate shapes; return logits ``[N, M, H, W]`` and float target ``[N, 1, H, W]``, unannotated
+    pixels (``valid`` False) cleared in both."""
     if not isinstance(logits, torch.Tensor) or logits.ndim not in (3, 4):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be [N, H, W] or [N, M, H, W], got {shape}")
@@ -53,7 +63,15 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
         raise ValueError(
             f"target shape {tuple(target.shape)} does not match logits shape {tuple(logits.shape)}"
         )
-    return logits, target.to(dtype=logits.dtype)[:, None]
+    target = target.to(dtype=logits.dtype)[:, None]
+    if valid is not None:
+        if not isinstance(valid, torch.Tensor) or tuple(valid.shape) != (n, h, w):
+            shape = tuple(valid.shape) if isinstance(valid, torch.Tensor) else type(valid).__name__
+            raise ValueError(f"valid must be [N, H, W] = {(n, h, w)}, got {shape}")
+        keep = valid.to(device=logits.device, dtype=torch.bool)[:, None]
+        logits = torch.where(keep, logits, logits.new_tensor(IGNORED_LOGIT))
+        target = target * keep.to(target.dtype)
+    return logits, target
 
 
 def actual_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,6 +128,7 @@ class _PerObjectLoss(nn.Module):
         target: torch.Tensor,
         iou_pred: torch.Tensor | None = None,
         obj_score: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted loss and its parts.
 
@@ -123,8 +142,9 @@ class _PerObjectLoss(nn.Module):
             logits: ``[N, H, W]`` or ``[N, M, H, W]`` logits.
             target: ``[N, H, W]`` bool/float.
             iou_pred: ``[N, M]`` predicted IoU per candidate, or None.
+            valid: ``[N, H, W]`` bool, False on unannotated pixels (left out), or None.
         """
-        logits, target = _prepare(logits, target)
+        logits, target = _prepare(logits, target, valid)
         n, m = logits.shape[:2]
         train_iou = iou_pred is not None and m > 1 and self.iou_weight > 0
         if train_iou and tuple(iou_pred.shape) != (n, m):
@@ -291,6 +311,7 @@ class SAM2Loss(_PerObjectLoss):
         target: torch.Tensor,
         iou_pred: torch.Tensor | None = None,
         obj_score: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted SAM2 loss and its unweighted parts ``focal``, ``dice``, ``iou`` (+ ``obj``).
 
@@ -299,8 +320,9 @@ class SAM2Loss(_PerObjectLoss):
             target: ``[N, H, W]`` bool/float.
             iou_pred: ``[N, M]`` predicted IoUs or None.
             obj_score: ``[N, 1]`` or ``[N]`` object-score logits or None.
+            valid: ``[N, H, W]`` bool, False on unannotated pixels (left out), or None.
         """
-        logits, target = _prepare(logits, target)
+        logits, target = _prepare(logits, target, valid)
         n, m = logits.shape[:2]
         if iou_pred is not None and tuple(iou_pred.shape) != (n, m):
             raise ValueError(f"iou_pred must be [N, M] = {(n, m)}, got {tuple(iou_pred.shape)}")

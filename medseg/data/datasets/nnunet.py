@@ -10,6 +10,16 @@
 Multi-channel v2 cases (``_0001``...) use ``channel`` (default 0). Image and label must have the same
 shape and geometry (spacing/origin/direction within 1e-3 relative), else DataError.
 Native split: imagesTr -> train, imagesTs -> test (no val: carved from train by medseg.data.splits).
+
+Label semantics follow nnU-Net v2:
+
+* ``"ignore": N`` (N the highest id) marks unannotated voxels. It is no class (not in ``label_names``,
+  no metric); labels keep the id N (a ``dataset.labels`` remap keeps it too), every case carries
+  ``ignore_label = N``, and those voxels count neither as foreground nor as background of any class:
+  the losses get a ``valid`` mask (:mod:`medseg.train.losses`), the metrics leave them out
+  (:func:`medseg.eval.metrics.score_case`).
+* Region-based ``labels`` (``"whole tumour": [1, 2, 3]``: overlapping regions trained as sigmoid
+  outputs) are refused in one line: one label map per case cannot hold overlapping classes.
 """
 
 from __future__ import annotations
@@ -41,27 +51,66 @@ class NnUNetDataset(CaseDataset):
             raise DataError(f"{js}: no 'labels' mapping")
         self.meta = meta
         self.msd = all(str(k).strip().isdigit() for k in meta["labels"]) and "training" in meta
-        self.default_label_names = self._parse_labels(js, meta["labels"])
+        self.default_label_names, self.ignore_label = self._parse_labels(js, meta["labels"])
         self._files: dict[str, tuple[Path, Path | None]] = {}
         if self.msd:
             self._list_msd(js, meta)
         else:
             self._list_v2(js, meta)
         self._finish_listing("expected imagesTr/<case>_0000<ext>")
+        if self.ignore_label is not None and self.label_map is not None:
+            if self.ignore_label in self.label_map:
+                raise DataError(
+                    f"dataset.labels: new id {self.ignore_label} is the 'ignore' label of {js}; "
+                    "choose other ids for the remapped classes"
+                )
+            self.label_map[self.ignore_label] = [self.ignore_label]  # unannotated voxels stay unannotated
 
     @staticmethod
-    def _parse_labels(js: Path, labels: dict) -> dict[int, str]:
-        out = {}
+    def _parse_labels(js: Path, labels: dict) -> tuple[dict[int, str], int | None]:
+        """{id: name} of the classes (ids >= 1) and the id of nnU-Net's ``ignore`` label (or None)."""
+        regions = sorted(str(k) for k, v in labels.items() if isinstance(v, (list, tuple)))
+        if regions:
+            raise DataError(
+                f"{js}: region-based labels ({', '.join(repr(r) for r in regions[:3])}: lists of ids) are "
+                "not supported; declare one id per class (nnU-Net's non-region labels)"
+            )
+        out, ignore = {}, None
         for k, v in labels.items():
             if str(k).strip().isdigit():  # MSD: {"1": "liver"}
                 out[int(k)] = str(v)
             elif isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):  # v2: {"liver": 1}
-                out[int(v)] = str(k)
-            elif isinstance(v, list):  # v2 region labels: not supported as classes
-                continue
+                if str(k) == "ignore":
+                    ignore = int(v)
+                else:
+                    out[int(v)] = str(k)
             else:
                 raise DataError(f"{js}: cannot read label entry {k!r}: {v!r}")
-        return {i: n for i, n in sorted(out.items()) if i >= 1}
+        if ignore is not None and (ignore < 1 or any(i > ignore for i in out)):
+            raise DataError(
+                f"{js}: the 'ignore' label ({ignore}) must have the highest id (nnU-Net v2), "
+                f"got classes {sorted(i for i in out if i >= 1)}"
+            )
+        return {i: n for i, n in sorted(out.items()) if i >= 1}, ignore
+
+    @property
+    def declared_label_ids(self) -> set[int] | None:
+        """The class ids and the ``ignore`` id a label file may hold."""
+        ids = super().declared_label_ids
+        return ids if ids is None or self.ignore_label is None else ids | {self.ignore_label}
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """{id: name} of the classes after remapping; never the ``ignore`` label."""
+        return {i: n for i, n in super().label_names.items() if i != self.ignore_label}
+
+    def load_case(self, case_id: str, *, raw: bool = False) -> dict:
+        case = super().load_case(case_id, raw=raw)
+        if self.ignore_label is not None:
+            case["ignore_label"] = self.ignore_label
+            names = case.get("label_names") or {}
+            case["label_names"] = {i: n for i, n in names.items() if int(i) != self.ignore_label}
+        return case
 
     def _list_v2(self, js: Path, meta: dict) -> None:
         ext = meta.get("file_ending", ".nii.gz")
