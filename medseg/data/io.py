@@ -137,8 +137,9 @@ def _check_slice_positions(folder: Path, files: list[str] | tuple[str, ...]) -> 
     written mask lies beside the anatomy. Positions are ``ImagePositionPatient`` projected on the normal
     ``row x column`` of ``ImageOrientationPatient``, in GDCM's sorted order. A gap that differs from the
     typical one by more than ``SLICE_GAP_ATOL + SLICE_GAP_RTOL * gap`` (DICOM positions are decimal
-    strings rounded to ~1e-3 mm) is one error naming the folder, the slices and the gap. Series without
-    these tags (secondary captures) are left to ITK.
+    strings rounded to ~1e-3 mm) is one error naming the folder, the slices and the gap; so is a gantry
+    tilt (slices shifted within their plane from one to the next: a sheared grid that ITK's orthogonal
+    image cannot hold). Series without these tags (secondary captures) are left to ITK.
     """
     import SimpleITK as sitk
 
@@ -167,6 +168,18 @@ def _check_slice_positions(folder: Path, files: list[str] | tuple[str, ...]) -> 
     typical = float(np.median(gaps))
     bad = np.flatnonzero(np.abs(gaps - typical) > SLICE_GAP_ATOL + SLICE_GAP_RTOL * typical)
     if bad.size == 0:
+        steps = np.diff(np.asarray(positions), axis=0)  # a gantry tilt shifts slices within their plane
+        along = steps @ (normal / np.linalg.norm(normal))
+        inplane = np.linalg.norm(steps - along[:, None] * normal / np.linalg.norm(normal), axis=1)
+        i = int(np.argmax(inplane))
+        if inplane[i] > SLICE_GAP_ATOL + SLICE_GAP_RTOL * typical:
+            tilt = float(np.degrees(np.arctan2(inplane[i], abs(along[i]))))
+            raise DataError(
+                f"{folder}: slices are sheared (gantry tilt of {tilt:.1f} degrees: each slice shifts "
+                f"{inplane[i]:.4g} mm within its plane per {abs(along[i]):.4g} mm step); an orthogonal grid "
+                "would misplace them: resample the series to an orthogonal grid first (e.g. dcm2niix's "
+                "tilt correction)"
+            )
         return
     i = int(bad[0])
     good = np.delete(gaps, bad)

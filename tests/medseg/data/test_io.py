@@ -199,6 +199,17 @@ def test_dicom_series_evenly_spaced_along_an_oblique_normal_reads(tmp_path):
     np.testing.assert_allclose(geom.spacing, (3.0, 0.7, 0.7), rtol=1e-4)
 
 
+def test_dicom_series_with_gantry_tilt_is_refused(tmp_path):
+    """Each slice shifted 1 mm in y per 2.5 mm step along the normal (a 21.8 degree gantry tilt): ITK
+    would build an orthogonal grid and lose the shear, misplacing every slice; refused in one line."""
+    vol = np.zeros((5, 6, 7), np.int16)
+    folder = _dicom_series(tmp_path / "dcm", vol, [(0, 1.0 * z, 2.5 * z) for z in range(5)])
+    with pytest.raises(DataError) as e:
+        read_image(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and str(folder) in msg and "gantry tilt" in msg and "21.8" in msg, msg
+
+
 def test_read_label_rejects_fractions(tmp_path):
     save_nifti(tmp_path / "frac.nii.gz", np.full((3, 3, 3), 0.5, np.float32), np.eye(4), dtype=np.float32)
     with pytest.raises(DataError, match=r"frac\.nii\.gz.*non-integer"):
