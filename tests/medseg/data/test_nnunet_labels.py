@@ -194,3 +194,20 @@ def test_train_3d_on_a_dataset_with_ignore_scores_only_its_classes(nnunet_ignore
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert rows and not any("ignore" in k for k in rows[0]), list(rows[0])
     assert any(k.startswith("val/dice/organ") for k in rows[0]), list(rows[0])
+
+
+def test_yolo_refuses_a_dataset_with_unannotated_pixels():
+    """YOLO trains on exported polygons, which cannot leave pixels out: one line, not 'ignore' as background."""
+    from traditional_models.task import YoloTask
+
+    class Samples:
+        def __len__(self):
+            return 1
+
+        def get(self, i, rng):
+            lab = torch.zeros(8, 8, dtype=torch.long)
+            lab[4:] = IGNORE
+            return {"case_id": "c", "image": torch.zeros(3, 8, 8), "label": lab, "ignore_label": IGNORE}
+
+    with pytest.raises(ValueError, match=r"model=yolo_seg: case c .*'ignore' label 3"):
+        list(YoloTask._export_items(Samples()))
