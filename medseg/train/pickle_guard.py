@@ -22,6 +22,9 @@ followed by ``BUILD`` (``__setstate__(state)``, which stores the saved attribute
   name: ``ultralytics.nn.autobackend.AutoBackend``, functions, any other class;
 * a module class must use ``object.__new__`` and inherit ``__setstate__`` only from those same packages
   (all of which store attributes and fill defaults, nothing more);
+* ``builtins.getattr`` is allowed only as a method lookup on a model (``forward``/``forward_fuse``:
+  official YOLOv8/YOLO11 segment files pickle the bound ``Detect.forward``); the name is a class
+  attribute, read from the class, so no ``__getattr__`` runs; any other lookup is refused;
 * during the restricted load each module class is replaced by a stand-in subclass whose metaclass
   refuses to be called, so ``cls.__new__`` + ``__setstate__`` work while any call of the class (a
   ``REDUCE``, or a call hidden in an allowed rebuild function such as
@@ -97,6 +100,9 @@ def sniff_torch_file(path: str | Path, key: str = "checkpoint") -> Path:
     return path
 
 
+METHOD_LOOKUPS = frozenset({"forward", "forward_fuse"})  # the bound methods official YOLO files pickle
+
+
 class _CalledClass(Exception):
     """A pickle called a model class instead of restoring it from its saved state."""
 
@@ -128,8 +134,19 @@ def _stand_in(cls: type, name: str) -> type:
     return meta(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
+def _method_lookup(obj: object, name: str, *default: object) -> object:
+    """``builtins.getattr`` during the check: a model's ``forward``/``forward_fuse``, nothing else."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    if not default and name in METHOD_LOOKUPS and issubclass(cls, torch.nn.Module):
+        attr = getattr(cls, name)  # from the class: no instance __getattr__ runs
+        return attr if obj is cls else attr.__get__(obj, cls)
+    raise _CalledClass(f"it calls getattr({cls.__name__}, {name!r}); only a model's forward may be looked up")
+
+
 def _allowed(name: str, dtypes: set[str]) -> object | None:
     """What the restricted load may use for the pickle global ``name``; None if it is not allow-listed."""
+    if name == "builtins.getattr":
+        return (_method_lookup, name)
     module, _, attr = name.rpartition(".")
     if (
         name not in VALUE_GLOBALS

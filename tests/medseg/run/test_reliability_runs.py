@@ -217,6 +217,33 @@ def yolo_gadget(tmp_path, marker, target: str = "autobackend"):
     return path
 
 
+def test_official_style_yolo_weights_with_a_bound_forward_pass_the_check(tmp_path):
+    """Official YOLO11/YOLOv8 segment checkpoints pickle ``Detect.forward`` as ``getattr(head, "forward")``;
+    that attribute lookup is allowed, any other (``__class__``, ``__init__``, ...) is refused."""
+    pytest.importorskip("ultralytics")
+    import torch
+
+    from traditional_models.yolo import _yolo, check_yolo_weights
+
+    yolo = _yolo("yolo11n-seg.yaml")
+    head = yolo.model.model[-1]
+    head.detect = head.forward  # a bound method: pickled as builtins.getattr(head, "forward")
+    path = tmp_path / "official.pt"
+    yolo.save(str(path))
+    assert "builtins.getattr" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert check_yolo_weights(path) == path
+    assert _yolo(path).model.model[-1].detect.__name__ == "forward"  # and ultralytics loads it
+
+    class Lookup:
+        def __reduce__(self):
+            return (getattr, (head, "__init__"))
+
+    bad = tmp_path / "lookup.pt"
+    torch.save({"model": yolo.model, "x": Lookup()}, bad)
+    with pytest.raises(ValueError, match=r"lookup\.pt: refused: .*getattr\(Segment, '__init__'\)"):
+        check_yolo_weights(bad)
+
+
 @pytest.mark.parametrize("key", ["model.net.weights", "model.checkpoint"])
 def test_cli_yolo_gadget_calling_an_ultralytics_class_is_refused(key, kvasir, tmp_path):
     pytest.importorskip("ultralytics")
