@@ -56,7 +56,9 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 def simple_decoder(in_channels: int, channels: int, num_classes: int) -> nn.Sequential:
-    """Conv-BN-ReLU x2 -> ConvTranspose (x2) x2 -> 1x1 conv: a stride-s feature map to s/4 logits."""
+    """Seed 001's SimpleDecoder: Conv-BN-ReLU x2 -> one ConvTranspose (x2 upsampling) + ReLU -> 1x1 conv:
+    a ``[B, in_channels, h, w]`` feature map to ``[B, num_classes, 2h, 2w]`` logits (the caller resizes
+    them to the image)."""
     c = int(channels)
     if c < 4:
         raise ValueError(f"decoder_channels must be >= 4, got {channels!r}")
@@ -65,16 +67,15 @@ def simple_decoder(in_channels: int, channels: int, num_classes: int) -> nn.Sequ
         _conv_bn_relu(c, c),
         nn.ConvTranspose2d(c, c // 2, 2, stride=2),
         nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(c // 2, c // 4, 2, stride=2),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c // 4, int(num_classes), 1),
+        nn.Conv2d(c // 2, int(num_classes), 1),
     )
 
 
 class ResNet50FrozenDecoder(SemanticSegmenter):
     """ResNet-50 (up to ``layer4``, stride 32, frozen, BN kept in eval) + trainable decoder.
 
-    Decoder: Conv-BN-ReLU x2 -> ConvTranspose (x2) x2 -> 1x1 conv -> bilinear upsampling to the input size.
+    Decoder (seed 001's SimpleDecoder): Conv-BN-ReLU x2 -> one ConvTranspose (x2) -> 1x1 conv -> bilinear
+    upsampling to the input size.
 
     Args:
         num_classes: number of foreground classes (output channels).

@@ -99,6 +99,8 @@ class RunContext:
     val_cases: object = None
     train_samples: object = None  # provider with get(i, rng)
     val_samples: object = None
+    test_cases: object = None  # the test split, like val_cases / val_samples (``test_after_training``)
+    test_samples: object = None
     collate: object = None
     train_transform: object = None
     val_transform: object = None

@@ -91,6 +91,8 @@ def prepare_data(
     train_v = dataset.subset(splits["train"]) if splits["train"] else None
     eval_ids = splits.get(str(cfg.get("eval_split", "val"))) or []
     val_v = dataset.subset(eval_ids) if eval_ids else None
+    test_ids = splits.get("test") or [] if cfg.get("test_after_training", False) else []
+    test_v = dataset.subset(test_ids) if test_ids else None
     if mode == "2d":
         if int(cfg.dataset.get("dim", 2)) == 3:  # CT/MRI volumes train in 2D as one sample per labelled slice
             n_max = cfg.dataset.get(
@@ -99,12 +101,14 @@ def prepare_data(
             keep = largest_slices(dataset, int(n_max)) if n_max else None
             train_v = Slices2D(train_v, keep=keep) if train_v is not None else None
             val_v = Slices2D(val_v, keep=keep) if val_v is not None else None
+            test_v = Slices2D(test_v, keep=keep) if test_v is not None else None
         ctx.train_samples = (
             ImageSamples(train_v, ctx.train_transform, augment=bool(aug)) if train_v is not None else None
         )
         ctx.val_samples = ImageSamples(val_v, ctx.val_transform, augment=False) if val_v is not None else None
+        ctx.test_samples = ImageSamples(test_v, ctx.val_transform, augment=False) if test_v is not None else None
         ctx.collate = functools.partial(collate_2d, prompt_cfg=cfg.prompt)
-    ctx.train_cases, ctx.val_cases = train_v, val_v
+    ctx.train_cases, ctx.val_cases, ctx.test_cases = train_v, val_v, test_v
     if bool(cfg.get("train", True)) and (train_v is None or len(train_v) == 0):
         raise DataError(f"{cfg.dataset.root}: the training split has no labelled cases")
     return ctx

@@ -204,6 +204,8 @@ class Engine(RunOutputs):
                 signum = guard.agreed(self.device, self.dist.enabled)
                 if signum:
                     self._stop(guard, signum, 0)
+        if self.cfg.get("test_after_training", False):
+            self._score_test()
         self._write_summary(time.time() - start)
         if self.writer:
             self.writer.close()
@@ -335,6 +337,41 @@ class Engine(RunOutputs):
             self.save("checkpoint_best.pth", weights_only=True)
             if self.dist.is_main and getattr(self, "last_val_rows", None):
                 write_csv(self.out_dir / "val_cases_best.csv", self.last_val_rows)
+
+    def _score_test(self) -> None:
+        """``test_after_training``: score the split's test part once with the best checkpoint's weights
+        (the last weights when no validation chose one), like a validation: ``test_cases.csv`` (one row per
+        case and class) and ``test_metrics.csv`` (``test/dice`` ...); also in ``run_summary.json``."""
+        ctx = getattr(self.task, "ctx", None)
+        if ctx is None or (ctx.test_samples is None and ctx.test_cases is None):
+            log.warning("test_after_training: the split has no test cases; nothing scored")
+            return
+        if self.dist.enabled:
+            dist.barrier()  # rank 0 has written checkpoint_best.pth
+        best = self.out_dir / "checkpoint_best.pth"
+        if best.is_file():
+            from medseg.train.checkpoint import read_checkpoint, state_dict_of
+
+            self.model.load_state_dict(state_dict_of(read_checkpoint(best), best))
+        saved = ctx.val_samples, ctx.val_cases
+        ctx.val_samples, ctx.val_cases = ctx.test_samples, ctx.test_cases
+        try:
+            self.model.eval()
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                summary, rows, _ = self.task.validate(self.model, epoch=self.epoch, vis_dir=None)
+        finally:
+            ctx.val_samples, ctx.val_cases = saved
+        if not self.dist.is_main:
+            return
+        summary = {f"test/{k.split('/', 1)[-1]}": v for k, v in summary.items()}
+        weights = "checkpoint_best.pth" if best.is_file() else "last"
+        write_csv(self.out_dir / "test_cases.csv", [{"epoch": self.epoch, "weights": weights, **r} for r in rows])
+        write_csv(self.out_dir / "test_metrics.csv", [{"epoch": self.epoch, "weights": weights, **summary}])
+        self.test_summary = {"weights": weights, **summary}
+        if self.writer:
+            self.writer.log_scalars(summary, self.step)
+        msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
+        print(f"[test, {weights}] {msg}", flush=True)
 
     def evaluate(self) -> dict:
         """Validate once without training (``train=false``): writes metrics.csv and val_cases.csv."""

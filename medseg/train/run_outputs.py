@@ -110,6 +110,8 @@ class RunOutputs:
             "eval_protocol": self.extra_state.get("eval_protocol"),  # how every score was computed
             "split_file": "splits.json",
         }
+        if getattr(self, "test_summary", None):  # test_after_training: the split's test part, scored once
+            info["test"] = self.test_summary
         if self.extra_state.get("resume_changes"):  # settings changed on resume and applied
             info["resume_changes"] = self.extra_state["resume_changes"]
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))

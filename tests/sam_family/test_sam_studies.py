@@ -19,7 +19,7 @@ STUDIES = {
     "medsam_kvasir": (
         ["medsam_zero_shot", "medsam_finetuned", "resnet_box_prompt"],
         "kvasir",
-        {"dataset.split.ratios": [0.88, 0.12, 0.0], "model.image_size": 1024, "prompt.type": "box"},
+        {"dataset.split.use_native": True, "dataset.split.ratios": [0.88, 0.12, 0.0], "prompt.type": "box"},
     ),
     "sam_frozen_decoder_kvasir": (
         ["frozen_sam_vit_b", "frozen_resnet50"],

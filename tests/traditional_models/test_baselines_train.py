@@ -39,7 +39,11 @@ def test_resnet50_encoder_weights_missing_is_clear(data_root, tmp_path):
 
 def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
     out = tmp_path / "yolo"
-    run_entry("train_2d", ["model=yolo_seg", f"dataset.root={data_root / 'kvasir'}"], out)
+    run_entry(
+        "train_2d",
+        ["model=yolo_seg", "model.net.yolo_cfg=yolo11n-seg.yaml", f"dataset.root={data_root / 'kvasir'}"],
+        out,
+    )
     for name in (*OUTPUTS, "yolo_best.pt"):
         assert (out / name).is_file(), name
     assert (out / "yolo_dataset" / "data.yaml").is_file()
@@ -59,7 +63,7 @@ def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
         "train_2d.py", "-m", "experiment=kvasir_baselines", f"dataset.root={root}",
         "model.image_size=64", "sam2_checkpoint=null", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=2",
         "trainer.batch_size=2", "trainer.device=cpu", "trainer.num_workers=0", "trainer.progress_bar=false",
-        f"hydra.sweep.dir={sweep}", timeout=900,
+        "yolo_cfg=yolo11n-seg.yaml", f"hydra.sweep.dir={sweep}", timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     with open(sweep / "comparison" / "comparison.csv", newline="") as f:
