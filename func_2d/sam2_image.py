@@ -77,7 +77,7 @@ def decode_objects(
         boxes: [N,4] xyxy in ``model.image_size`` pixels or None; points [N,P,2] xy + point_labels [N,P].
         mask_inputs: [N,1,S/4,S/4] low-res logits/masks or None.
         sparse_prompts: [N,K,C] learned tokens used in place of the sparse prompt (automatic mode with
-            class prompts, :mod:`sam2_train.class_prompts`), or None.
+            class prompts, :mod:`medseg.train.class_prompts`), or None.
 
     Returns:
         low_res [N,M,S/4,S/4] logits, ious [N,M], object_score_logits [N,1], tokens [N,M?,C].

@@ -160,12 +160,6 @@ class SAM2VideoTask:
         self.batch_clips = bool(options.get("batch_clips", True))
         self.encoder_chunk = int(options.get("encoder_chunk", 32))
 
-    def prepare_model(self, model) -> None:
-        """``trainer.activation_checkpointing``: the image encoder's blocks too (propagation has its own)."""
-        from func_2d.task import enable_activation_checkpointing
-
-        enable_activation_checkpointing(model, self.settings)
-
     def training_step(self, model, batch: ClipBatch) -> dict:
         """Loss over every frame and object of every clip. With ``func_3d.batch_clips`` the clips of the
         batch (those of equal length) run as one propagation: one image-encoder pass over all their

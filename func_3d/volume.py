@@ -3,7 +3,7 @@ label volume on the input's own grid. Shared by 3D validation and ``inference_3d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -13,16 +13,7 @@ from func_3d.exact import propagate_one_by_one
 from func_3d.prompts import FramePrompts
 from func_3d.propagate import propagate
 from medseg.data.prompts import KINDS, PromptConfig, PromptKind, prompts_3d
-
-
-@dataclass
-class VolumePrompts:
-    """Prompts of one volume in model-input pixels: ``{object index: {slice: prompt dict}}`` with
-    prompt dicts as :func:`medseg.data.prompts.object_prompt` makes them (``box``, ``points``,
-    ``point_labels``, ``mask_prompt``, ``empty``), plus the label id of each object index."""
-
-    per_object: dict[int, dict[int, dict]]
-    obj_ids: list[int]
+from medseg.data.volume_prompts import VolumePrompts
 
 
 def prompts_from_label(

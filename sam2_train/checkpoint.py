@@ -17,7 +17,7 @@ from medseg.train.checkpoint import (  # noqa: F401  (CheckpointError, read_chec
     read_checkpoint,
     state_dict_of,
 )
-from sam2_train.class_prompts import attach_saved_class_prompts
+from medseg.train.class_prompts import attach_saved_class_prompts
 
 # Signature of each variant: (patch-embed width, number of Hiera blocks, SAM2.1 keys present)
 _SIGNATURES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from medseg.train.checkpoint import CheckpointError, load_state_strict, read_checkpoint, state_dict_of
+from medseg.train.class_prompts import attach_saved_class_prompts
 from sam2_train.checkpoint import guess_variant as guess_sam2_variant
-from sam2_train.class_prompts import attach_saved_class_prompts
 
 # image-encoder width -> variant (MedSAM is a ViT-B)
 _WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}

@@ -53,7 +53,7 @@ class SamNet(nn.Module):
 
     @property
     def sam_prompt_encoder(self) -> nn.Module:
-        """SAM2's name of the prompt encoder (read by :mod:`sam2_train.class_prompts` for the token width)."""
+        """SAM2's name of the prompt encoder (read by :mod:`medseg.train.class_prompts` for the token width)."""
         return self.prompt_encoder
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

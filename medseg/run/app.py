@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medseg.data.splits import check_same_data, dataset_fingerprint
 from medseg.eval.evaluation import protocol_record
+from medseg.family import build_family
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.distributed import agree_on_start
 from medseg.train.engine import Engine
@@ -70,12 +71,7 @@ def load_run_checkpoint(model, cfg: DictConfig) -> dict:
         what=name,
     )
     if path is not None:
-        if isinstance(model, torch.nn.Module):
-            from medseg.train.checkpoint import load_weights_file
-
-            load_weights_file(model, path, f"model={name}")
-        elif hasattr(model, "use_checkpoint"):  # YOLO: a .pt of ultralytics or our checkpoint beside one
-            model.use_checkpoint(path)
+        build_family(cfg.model).load_weights(model, path, f"model={name}")  # strict; YOLO: its .pt
     if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
         path = Path(model.weights_file)
     extra = {}
@@ -97,6 +93,22 @@ def build_task(cfg: DictConfig, ctx, task_key: str):
     """The model family's task (``cfg.model.<task_key>``, e.g. ``task_2d``): it receives the run's
     :class:`TaskSettings` and its own options (bound in the model yaml), never the whole config."""
     return instantiate(cfg.model[task_key])(ctx=ctx, settings=TaskSettings.from_cfg(cfg))
+
+
+def prepare_model(cfg: DictConfig, task, model) -> int:
+    """Set-up of a built model before the engine gets it: ``trainer.activation_checkpointing`` (training
+    only) through the family's contract (:class:`medseg.family.ModelFamily`), then the task's own
+    ``prepare_model`` (learned class prompts). Returns how many encoder blocks are checkpointed."""
+    n = 0
+    wanted = bool(OmegaConf.select(cfg, "trainer.activation_checkpointing", default=False))
+    if wanted and cfg.get("train", True):
+        n = build_family(cfg.model).enable_activation_checkpointing(model)
+        log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
+        if n == 0:
+            log.warning("trainer.activation_checkpointing=true: model=%s has no blocks", cfg.model.name)
+    if hasattr(task, "prepare_model"):  # a task's own set-up (learned class prompts)
+        task.prepare_model(model)
+    return n
 
 
 def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
@@ -133,8 +145,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         if resuming is not None:
             check_same_data(resuming[1].get("dataset"), data_record, resuming[0], cfg.dataset.root)
         task = build_task(cfg, ctx, task_key)
-        if hasattr(task, "prepare_model"):  # the family's own set-up: activation checkpointing, class prompts
-            task.prepare_model(model)
+        prepare_model(cfg, task, model)  # activation checkpointing (the family), class prompts (the task)
         engine = Engine(
             cfg=cfg,
             task=task,

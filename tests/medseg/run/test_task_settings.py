@@ -36,7 +36,7 @@ def test_every_task_gets_settings_and_its_own_options_not_the_config(model, tmp_
         if "options" in params:  # SAM2 / SAM families read their group, bound in the model yaml
             assert OmegaConf.to_container(task.options) == OmegaConf.to_container(c[group])
     if "options" in inspect.signature(type(build_task(cfg, CTX_2D, "task_2d")).__init__).parameters:
-        assert build_task(cfg, CTX_2D, "task_2d").threshold == 0.25
+        assert build_task(cfg, CTX_2D, "task_2d").parts.threshold == 0.25
 
 
 def test_settings_carry_the_values_tasks_read(tmp_path):

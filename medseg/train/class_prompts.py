@@ -1,11 +1,11 @@
-"""Learned class prompts for SAM2's automatic (no-prompt) mode with several target classes.
+"""Learned class prompts for the automatic (no-prompt) mode with several target classes.
 
 Without a prompt, SAM2's mask decoder receives the same inputs for every object of an image, so two
 classes (optic disc and cup, two organs) would get identical masks. :class:`ClassPrompts` gives each
 label id one learned sparse token, used *in place of* the sparse prompt (the dense prompt stays SAM2's
 "no mask" embedding): classes get different masks, and nothing about the reference decides what is
 predicted. The tokens live on the model (``model.class_prompts``), so they are trained, saved in our
-checkpoints and restored by :func:`sam2_train.checkpoint.load_sam2_weights`.
+checkpoints and restored by the families' weight loaders (:mod:`sam2_train.checkpoint`, :mod:`sam_family.checkpoint`).
 """
 
 from __future__ import annotations
