@@ -267,6 +267,13 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 f"{clash[0]}: exists (and {len(clash) - 1} more outputs); use overwrite=true "
                 "or another output_dir"
             )
+    if file_prompts is None:  # prompts come from labels: an unlabelled case (imagesTs) would stop mid-way
+        unlabelled = [i for i in ids if not dataset.case_files(i).get("label")]
+        if unlabelled:
+            raise DataError(
+                f"{unlabelled[0]}: no label to draw prompts from ({len(unlabelled)} unlabelled case(s) in "
+                f"split {split!r}): give prompts_file=FILE.json, or split=val"
+            )
     if dist_info.enabled:  # every rank has checked the folder before any of them writes to it
         torch.distributed.barrier()
     try:
