@@ -9,7 +9,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 export MPLBACKEND := Agg
 export PYTHONUTF8 := 1
 
-.PHONY: venv demo test test-full lint format clean-demo
+.PHONY: venv demo test test-full lint format clean-demo gpu-check gpu-pkgs
 
 venv: $(STAMP)
 
@@ -39,3 +39,14 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# GPU path (docs/GPU.md). gpu-check needs no venv: the device has torch but no venv, so it runs $(PY) when
+# given on the command line (make gpu-check PY=python3), else .venv's python, else python3, with the
+# packages `make gpu-pkgs` copied into .gpu_pkgs/ on PYTHONPATH. Without CUDA: one line, exit 0.
+GPU_PY = $(if $(filter command line,$(origin PY)),$(PY),$(if $(wildcard $(BIN)/python),$(BIN)/python,python3))
+gpu-check:
+	@PYTHONPATH=$(CURDIR)/.gpu_pkgs:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-pkgs: venv
+	rm -rf .gpu_pkgs
+	$(BIN)/python tools/gpu_check.py --copy-pkgs .gpu_pkgs

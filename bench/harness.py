@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from bench.report.cells import ok_rows  # noqa: F401  (the sections take it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_PY = ROOT / "bench" / "run.py"
 
@@ -82,11 +84,42 @@ class Bench:
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast(self.clock, dtype=torch.bfloat16, enabled=self.amp):
+        with self.autocast():
             fn()
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
+
+    def autocast(self):
+        """The precision of every timed call: bf16 autocast on ``clock`` when ``amp``."""
+        return torch.autocast(self.clock, dtype=torch.bfloat16, enabled=self.amp)
+
+    def peak_memory_mb(self, fn: Callable[[], object]) -> float | None:
+        """Peak CUDA memory (MB) of one ``fn()`` under the same autocast as :meth:`timed` (a peak taken
+        in fp32 would not be the timed step's: issue 21); None off CUDA."""
+        if not self.gpu:
+            return None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        with self.autocast():
+            fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def guarded(self, measure: Callable[[], dict], **row) -> dict:
+        """``measure()``, or ``{**row, "oom": "OOM at N GB"}`` when the device runs out of memory: an OOM is
+        a recorded result of its row and the next rows go on (the memory it held is released first)."""
+        import gc
+
+        try:
+            return measure()
+        except torch.cuda.OutOfMemoryError:
+            pass  # released below, once the exception (and the frames it holds) is gone
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.log(f"  {row}: out of memory")
+        return {**row, "oom": f"OOM at {capacity_gb(self.device):.0f} GB"}
 
     def interleaved(self, fns: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
         """Run every fn ``warmup`` times, then ``repeats`` rounds of A, B, ... ; per-fn timings."""
@@ -118,6 +151,13 @@ class Bench:
         self.results["wall_s"] = time.time() - self.t_start
         self.results_path.write_text(json.dumps(self.results, indent=2), encoding="utf-8")
         self.doc_path.write_text(self.render(self.results), encoding="utf-8")
+
+
+def capacity_gb(device: torch.device) -> float:
+    """Memory of ``device`` in GB: the CUDA device's total, else the host's RAM."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory / 2**30
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def med(xs: list[float]) -> float:

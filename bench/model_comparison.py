@@ -50,6 +50,11 @@ SAM_ROWS = [(f"sam_vit_{v}", "sam", f"vit_{v}", 1024) for v in "blh"] + [
 def rows_to_run() -> list[tuple[str, str, str, int]]:
     """SAM2 variants always; the SAM / MedSAM ViT rows when ``segment_anything`` is installed."""
     have_sam = importlib.util.find_spec("segment_anything") is not None
+    if have_sam:
+        try:  # a copy without torchvision (the GPU machine, tools/gpu_check.py) cannot build them
+            import segment_anything  # noqa: F401
+        except ImportError:
+            have_sam = False
     return SAM2_ROWS + (SAM_ROWS if have_sam else [])
 
 
@@ -210,8 +215,12 @@ def measure_gpu() -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = {}
     for name, family, variant, _ in rows_to_run():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            rows[name] = step_seconds(family, variant, GPU_SIZE, "cuda", reps=5)
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                rows[name] = step_seconds(family, variant, GPU_SIZE, "cuda", reps=5)
+        except torch.cuda.OutOfMemoryError:  # a recorded result; the other rows go on
+            total = torch.cuda.get_device_properties(0).total_memory / 2**30
+            rows[name] = {"oom": f"OOM at {total:.0f} GB"}
         print(name, rows[name], flush=True)
         torch.cuda.empty_cache()
     return {
@@ -246,7 +255,11 @@ def render(counted: dict, gpu: dict | None) -> str:
         "  process (`time.process_time`): the cores here are shared with other jobs, which change the **wall",
         "  time** column (1-minute load average beside it) far more than the CPU time. 1024 px takes minutes here.",
         f"- **GPU step / peak**: measured at {GPU_SIZE} px by `--gpu` "
-        + (f"on {gpu['device']} ({gpu['dtype']})" if gpu else "— not measured yet: empty, never estimated")
+        + (
+            f"on {gpu['device']} ({gpu['dtype']})"
+            if gpu
+            else "— not measured: no GPU lent (empty, never estimated)"
+        )
         + ".",
         "",
         "| Model | Params (M) | Blocks | GFLOP 512 | GFLOP 1024 | Act. image 512 (GB) | Act. image 1024 (GB) "
@@ -275,8 +288,8 @@ def render(counted: dict, gpu: dict | None) -> str:
             _f(r["cpu"].get("cpu_s"), ".2f"),
             _f(r["cpu"]["step_s"], ".2f")
             + (f" (load {r['cpu']['load_1min']:.0f})" if "load_1min" in r["cpu"] else ""),
-            _f(gr.get("step_s") and gr["step_s"] * 1000, ".0f"),
-            _f(gr.get("peak_gb"), ".1f"),
+            gr.get("oom") or _f(gr.get("step_s") and gr["step_s"] * 1000, ".0f"),
+            gr.get("oom") or _f(gr.get("peak_gb"), ".1f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if not any(r["family"] == "sam" for r in counted["rows"].values()):
@@ -289,11 +302,24 @@ def main(argv=None) -> int:
     p.add_argument(
         "--gpu", action="store_true", help="measure the GPU columns (CUDA) into model_comparison_gpu.json"
     )
+    p.add_argument(
+        "--gpu-out",
+        default=None,
+        help="with --gpu: write the JSON here and the page beside it (tools/gpu_check.py), not into the repo",
+    )
     p.add_argument("--cpu", action="store_true", help="re-measure only the CPU columns (counts kept)")
     p.add_argument(
         "--render", action="store_true", help="only rewrite docs/MODEL_COMPARISON.md from the JSON files"
     )
     args = p.parse_args(argv)
+    if args.gpu and args.gpu_out:
+        out = Path(args.gpu_out)
+        gpu = measure_gpu()
+        out.write_text(json.dumps(gpu, indent=1))
+        page = out.with_name("MODEL_COMPARISON_gpu.md")
+        page.write_text(render(json.loads(OUT_JSON.read_text()), gpu))
+        print(page)
+        return 0
     if args.gpu:
         GPU_JSON.write_text(json.dumps(measure_gpu(), indent=1))
     elif args.cpu:

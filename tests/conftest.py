@@ -146,6 +146,37 @@ def nnunet(tmp_path) -> Path:
     return synthetic.write_nnunet(tmp_path / "nn", n_cases=4, depth=6, size=32, n_organs=2)
 
 
+# ---------------------------------------------------------------- devices (issue 21)
+def _devices() -> list:
+    """The devices a test of tensor-moving code runs on: ``cpu``, plus ``cuda`` (marked ``gpu``) when a CUDA
+    device exists. ``pytest -m gpu`` (``make gpu-check``) runs the CUDA ones; a CPU machine collects no
+    CUDA case at all, so the CPU suite neither grows nor skips."""
+    params = [pytest.param("cpu", id="cpu")]
+    if torch.cuda.is_available():
+        params.append(pytest.param("cuda", id="cuda", marks=pytest.mark.gpu))
+    return params
+
+
+DEVICES = _devices()
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request) -> torch.device:
+    """Each device of :data:`DEVICES` in turn (module scope: models built once per device)."""
+    return torch.device(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``gpu`` outside :data:`DEVICES` (e.g. the 2-GPU nccl step) is deselected on a machine
+    without CUDA: it cannot run there, and the CPU suite does not count it."""
+    if torch.cuda.is_available():
+        return
+    gpu_only = [it for it in items if it.get_closest_marker("gpu")]
+    if gpu_only:
+        config.hook.pytest_deselected(items=gpu_only)
+        items[:] = [it for it in items if not it.get_closest_marker("gpu")]
+
+
 # ---------------------------------------------------------------- no skip for a package `make venv` installs
 MISSING_PACKAGE_SKIP = ("could not import", "is not installed")
 

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--skip-3d", action="store_true")
+    ap.add_argument("--device", default="auto", help="trainer.device of every stage: auto | cpu | cuda")
     args = ap.parse_args(argv)
     from medseg.data import synthetic
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.time()
-    common = ["trainer.device=auto", "trainer.num_workers=0", "trainer.progress_bar=false"]
+    common = [f"trainer.device={args.device}", "trainer.num_workers=0", "trainer.progress_bar=false"]
 
     # ---------------------------------------------------------------- 2D
     kv = synthetic.write_kvasir(out / "data" / "kvasir", n=48, size=128)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
                 "prompt=box",
                 f"output_dir={preds}",
                 "save_vis=true",
-                "trainer.device=auto",
+                f"trainer.device={args.device}",
                 f"hydra.run.dir={out / 'inference_3d'}",
             ]
         )

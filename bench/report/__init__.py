@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.report import training, volumes
-from bench.report.cells import fmt
+from bench.report.cells import fmt, ok_rows
 
 PRESETS = Path(__file__).resolve().parents[1] / "memory_presets.json"
 
@@ -68,20 +68,82 @@ def shared_cpu(r: dict) -> list[str]:
     return L
 
 
+def gpu_rows(r: dict) -> list[tuple[str, str, str]]:
+    """(row, goal, measured) for the issue's GPU goals; measured only from a CUDA run, else
+    "not measured: no GPU lent" (never estimated from the CPU figures)."""
+    on_gpu = r.get("device", {}).get("type") == "cuda"
+    none = "not measured: no GPU lent"
+
+    def find(key, **match):
+        for x in r.get(key) or []:
+            if all(x.get(k) == v for k, v in match.items()):
+                return x
+        return None
+
+    def cell(x, value):
+        if not on_gpu or x is None:
+            return none if not on_gpu else "not measured"
+        return x["oom"] if "oom" in x else value(x)
+
+    inf512, inf64 = find("inference_vs_meta", image_size=512), find("inference_vs_meta", image_size=64)
+    c512, c1024 = find("train_clips_3d_all", image_size=512), find("train_clips_3d_all", image_size=1024)
+
+    def peak(x):
+        return f"{fmt((x.get('peak_memory_mb') or {}).get('batched', 0) / 1024, 1)} GB peak (bf16), "
+
+    mfu_l = [x for x in ok_rows(r.get("mfu_2d")) if x["variant"].endswith("_l")]
+    mfu_oom = [x for x in r.get("mfu_2d") or [] if "oom" in x and x["variant"].endswith("_l")]
+    best = max(mfu_l, key=lambda x: x["mfu"]) if mfu_l else (mfu_oom[0] if mfu_oom else None)
+    o3, o2 = r.get("train_step_overhead_3d"), r.get("train_step_overhead_2d")
+    return [
+        (
+            "inference, 13 organs × 64 slices @512 vs Meta",
+            "≥ 8× Meta, min Dice ≥ 0.999",
+            cell(inf512, lambda x: f"{fmt(x['speedup'], 2)}×, min Dice {fmt(x['dice_min'], 5)}"),
+        ),
+        (
+            "inference, 13 organs × 12 slices @64 (the quick case) vs Meta",
+            "min Dice ≥ 0.999",
+            cell(inf64, lambda x: f"min Dice {fmt(x['dice_min'], 5)}"),
+        ),
+        (
+            "3D clips, 8 clips × 8 frames @512",
+            "batched ≥ 6× bare single-clip",
+            cell(c512, lambda x: peak(x) + f"{fmt(x['speedup_vs_bare'], 2)}×"),
+        ),
+        (
+            "3D clips, 4 clips × 8 frames @1024",
+            "runs; peak memory recorded",
+            cell(c1024, lambda x: peak(x) + f"{fmt(x['speedup_vs_bare'], 2)}×"),
+        ),
+        ("3D step overhead vs bare @128", "≤ 1.05", cell(o3, lambda x: fmt(x["ratio"]))),
+        ("2D step overhead vs bare @128", "≤ 1.05", cell(o2, lambda x: fmt(x["ratio"]))),
+        (
+            "2D MFU Hiera-L @1024, best batch",
+            "≥ 20 %",
+            cell(best, lambda x: f"{fmt(100 * x['mfu'], 1)} % at {x['images']} images"),
+        ),
+    ]
+
+
 def gpu(r: dict) -> list[str]:
-    """Whether GPU rows were measured."""
+    """Whether GPU rows were measured, and the issue's GPU goal rows."""
     d = r.get("device", {})
     L = ["## GPU", ""]
     if d.get("type") == "cpu":
         L += [
-            "GPU rows: not measured (no GPU was lent in this session). Run `python bench/run.py --device cuda` "
-            "on a GPU machine to fill them (it then measures the issue's rows: 13 organs × 64 slices at 512 and "
-            "1024 px against Meta's predictor, 8 clips at 512 and 4 at 1024 per training step, MFU at 1024 "
-            "with the device's measured bf16 matmul peak); nothing here is extrapolated from the CPU numbers.",
+            "GPU rows: not measured (no GPU was lent in this session). Run `make gpu-check` (docs/GPU.md) or "
+            "`python bench/run.py --device cuda` on a GPU machine to fill them (it then measures the goals' rows: "
+            "13 organs × 64 slices at 512 px against Meta's predictor, 8 clips at 512 and 4 at 1024 per "
+            "training step, MFU at 1024 over a batch sweep with the device's measured bf16 matmul peak; "
+            'an out-of-memory row is recorded as "OOM at N GB"); nothing here is extrapolated from the CPU numbers.',
             "",
         ]
     else:
         L += ["The rows above were measured on this GPU in one run.", ""]
+    L += ["| GPU row | goal | measured |", "|---|---|---|"]
+    L += [f"| {a} | {b} | {c} |" for a, b, c in gpu_rows(r)]
+    L.append("")
     return L
 
 

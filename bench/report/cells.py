@@ -15,3 +15,8 @@ def fmt(x, nd=3):
 def verdict(ok) -> str:
     """Pass / FAIL in bold, ``—`` when not judged."""
     return "—" if ok is None else ("**pass**" if ok else "**FAIL**")
+
+
+def ok_rows(rows: list[dict] | None) -> list[dict]:
+    """The measured rows of a section (rows that ran out of memory or failed left out)."""
+    return [x for x in rows or [] if "oom" not in x and "error" not in x]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.report.cells import fmt, verdict
+from bench.report.cells import fmt, ok_rows, verdict
 
 
 def overhead(r: dict) -> list[str]:
@@ -113,7 +113,7 @@ def auto_analysis(r: dict) -> list[str]:
                 "MONAI's Focal/Dice vs a plain focal+dice) and the task's batch/prompt plumbing; the model "
                 "calls are the same."
             )
-    for x in r.get("inference_vs_meta") or []:
+    for x in ok_rows(r.get("inference_vs_meta")):
         out.append(
             f"Inference, {x['organs']} organs × {x['slices']} slices @ {x['image_size']} px: "
             f"{x['speedup']:.2f}× Meta's slices/s ({'pass' if x['pass_speedup'] else 'FAIL'}), min Dice vs Meta "
@@ -210,6 +210,11 @@ def mfu(r: dict) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for x in mf:
+            if "oom" in x:
+                L.append(
+                    f"| {x['variant']} @ {x['image_size']}, {x['images']} images | {x['oom']} | | | | | |"
+                )
+                continue
             e = x["encoder_gflop_per_image_1024"]
             L.append(
                 f"| {x['variant']} @ {x['image_size']} | {fmt(x['step_s'])} | {fmt(x['step_tflop'], 4)} | "

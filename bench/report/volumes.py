@@ -25,6 +25,12 @@ def inference(r: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in inf:
+        if "oom" in x or "error" in x:
+            L.append(
+                f"| @ {x.get('image_size')} | {x.get('slices')} | {x.get('organs')} | "
+                f"{x.get('oom') or 'error: ' + str(x.get('error'))} |" + " |" * 9
+            )
+            continue
         L.append(
             f"| {x['variant']} @ {x['image_size']} | {x['slices']} | {x['organs']} "
             f"| {', '.join(str(k) for k in x.get('key_slices', [])) or '—'} | {fmt(x['ours_slices_per_s'], 2)} "
@@ -34,6 +40,12 @@ def inference(r: dict) -> list[str]:
     if not inf:
         L.append("| — | — | — | — | — | — | — | ≥ 1.5× | not measured | — | ≥ 0.999 | not measured | — |")
     for x in inf:
+        if "oom" in x or "error" in x:
+            L.append(
+                f"| @ {x.get('image_size')} | {x.get('slices')} | {x.get('organs')} | "
+                f"{x.get('oom') or 'error: ' + str(x.get('error'))} |" + " |" * 9
+            )
+            continue
         L.append("")
         L.append(
             f"Dice per organ ({x['organs']} organs, {x['slices']} slices): "

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import Bench, med
+from bench.harness import Bench, med, ok_rows
 from bench.workloads import VARIANT, ct_case, key_slice_prompts, sensitive_weights
 
-GOAL_SPEEDUP = 1.5
+GOAL_SPEEDUP = 1.5  # on a CPU
+GOAL_SPEEDUP_GPU = 8.0  # 13 organs @512 on a GPU (issue 21)
 GOAL_DICE = 0.999
 
 
@@ -39,13 +40,19 @@ def run_meta(predictor, jpeg_dir, images, vp, S):
     for reverse in (False, True):
         for t, obj_ids, m in predictor.propagate_in_video(state, reverse=reverse):
             logits[t] = (list(obj_ids), m[:, 0])
-    ids_all = torch.tensor(vp.obj_ids)
     out = np.zeros((T, S, S), np.int64)
     for t, (obj_ids, m) in logits.items():
         order = [obj_ids.index(i) for i in vp.obj_ids]
-        best, arg = m[order].max(0)
-        out[t] = torch.where(best > 0, ids_all[arg], torch.zeros_like(arg)).numpy()
+        out[t] = label_slice(m[order], vp.obj_ids).cpu().numpy()
     return out, time.perf_counter() - t0
+
+
+def label_slice(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """``[O, H, W]`` logits -> ``[H, W]`` label ids (highest logit above 0, else 0), on the logits'
+    device: the id table goes to the logits (indexing a CPU table with CUDA indices crashed on a GPU)."""
+    best, arg = logits.max(0)
+    ids_all = torch.tensor(ids, device=arg.device)
+    return torch.where(best > 0, ids_all[arg], torch.zeros_like(arg))
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,7 +126,7 @@ def bench_inference(S: int, T: int, n_organs: int, device, repeats: int) -> dict
         "exact_slices_per_s": T / exact_t,
         "exact_dice_min": min(dice(exact_out == i, meta_out == i) for i in vp.obj_ids),
         "exact_equal_voxels": float((exact_out == meta_out).mean()),
-        "goal_speedup": GOAL_SPEEDUP,
+        "goal_speedup": GOAL_SPEEDUP_GPU if torch.device(device).type == "cuda" else GOAL_SPEEDUP,
         "goal_dice": GOAL_DICE,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
@@ -132,9 +139,10 @@ def bench_inference(S: int, T: int, n_organs: int, device, repeats: int) -> dict
 
 def cases(bench: Bench) -> list[tuple[int, int, int]]:
     """(px, slices, organs) per row. (64, 12, 13): organs keyed on 7 different slices (issue 12's
-    exact-parity case), in both modes. On a GPU: the issue's rows, 13 BTCV-like organs, 64 slices."""
+    exact-parity case), in both modes. On a GPU: the goal's row, 13 BTCV-like organs × 64 slices @512,
+    and the quick 64-px case (min Dice >= 0.999 on every case)."""
     if bench.gpu:
-        return [(512, 64, 13), (1024, 64, 13)]
+        return [(512, 64, 13), (64, 12, 13)]
     q = bench.quick
     return [(bench.main_size, 16 if q else 32, 3)] + ([] if q else [(64, 24, 13)]) + [(64, 12, 13)]
 
@@ -146,19 +154,25 @@ def run(bench: Bench) -> None:
         r["inference_vs_meta"] = []
         for S, T, n in cases(bench):
             bench.log(f"inference vs Meta: {S}px, {T} slices, {n} organs")
-            x = bench_inference(S, T, n, bench.device, repeats=1 if bench.quick else 2)
-            r["inference_vs_meta"].append(x)
-            bench.log(
-                f"  ours {x['ours_slices_per_s']:.2f} sl/s meta {x['meta_slices_per_s']:.2f} sl/s "
-                f"speedup {x['speedup']:.2f} min dice {x['dice_min']:.5f}"
+            x = bench.guarded(
+                lambda S=S, T=T, n=n: bench_inference(S, T, n, bench.device, repeats=1 if bench.quick else 2),
+                image_size=S,
+                slices=T,
+                organs=n,
             )
+            r["inference_vs_meta"].append(x)
+            if "oom" not in x:
+                bench.log(
+                    f"  ours {x['ours_slices_per_s']:.2f} sl/s meta {x['meta_slices_per_s']:.2f} sl/s "
+                    f"speedup {x['speedup']:.2f} min dice {x['dice_min']:.5f}"
+                )
             bench.save()
-        main_case = r["inference_vs_meta"][0]
-        r["inference_speedup_vs_meta"] = main_case["speedup"]
-        r["inference_dice_vs_meta"] = main_case["dice_min"]
+        measured = ok_rows(r["inference_vs_meta"])
+        if measured:
+            r["inference_speedup_vs_meta"] = measured[0]["speedup"]
+            r["inference_dice_vs_meta"] = measured[0]["dice_min"]
         r["inference_speedup_vs_meta_all"] = {
-            f"{x['organs']}organs_{x['slices']}sl_{x['image_size']}px": x["speedup"]
-            for x in r["inference_vs_meta"]
+            f"{x['organs']}organs_{x['slices']}sl_{x['image_size']}px": x["speedup"] for x in measured
         }
         bench.save()
     finally:

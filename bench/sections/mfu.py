@@ -43,8 +43,10 @@ def encoder_gflop(variant: str, size: int) -> dict:
     return {"linear_conv": dense / 1e9, "total": fc.get_total_flops() / 1e9}
 
 
-def bench_mfu_2d(bench: Bench, variant: str, S: int, warmup: int, repeats: int, peak_flops: float) -> dict:
-    """Model FLOPs utilisation of our whole 2D training step (2 images, forward+backward+AdamW):
+def bench_mfu_2d(
+    bench: Bench, variant: str, S: int, warmup: int, repeats: int, peak_flops: float, images: int = 2
+) -> dict:
+    """Model FLOPs utilisation of our whole 2D training step (``images`` images, forward+backward+AdamW):
     FLOPs counted by FlopCounterMode on one real step, divided by the step time and the peak."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,7 +57,7 @@ def bench_mfu_2d(bench: Bench, variant: str, S: int, warmup: int, repeats: int, 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose("train_2d", base_overrides(S, device.type) + [f"model={variant}"], Path(tmp))
     model = build_sam2_model(variant, image_size=S).to(device).train()
-    batch = make_2d_batch(S, 2)
+    batch = make_2d_batch(S, images)
     step = ours_2d(bench, cfg, model)
     with FlopCounterMode(display=False) as fc:
         step(batch)
@@ -64,7 +66,7 @@ def bench_mfu_2d(bench: Bench, variant: str, S: int, warmup: int, repeats: int, 
     return {
         "variant": variant,
         "image_size": S,
-        "images": 2,
+        "images": images,
         "step_s": med(t),
         "step_tflop": flops / 1e12,
         "achieved_tflops": flops / med(t) / 1e12,
@@ -74,12 +76,27 @@ def bench_mfu_2d(bench: Bench, variant: str, S: int, warmup: int, repeats: int, 
     }
 
 
+def batches(bench: Bench) -> tuple[int, ...]:
+    """Images per step: 2 on a CPU; on a GPU a sweep for the best batch that fits (an OOM ends the sweep
+    of its model and is recorded as its row)."""
+    return (2, 8, 32) if bench.gpu else (2,)
+
+
 def run(bench: Bench) -> None:
     peak = matmul_peak(bench)
     rows = bench.results["mfu_2d"] = []
     S = 1024 if bench.gpu else bench.main_size
     for v in MFU_VARIANTS:
-        bench.log(f"MFU 2D {v} @ {S}")
-        rows.append(bench_mfu_2d(bench, v, S, 1, 3 if bench.quick else 5, peak))
-        bench.log(f"  mfu {rows[-1]['mfu']:.3f}")
-        bench.save()
+        for n in batches(bench):
+            bench.log(f"MFU 2D {v} @ {S}, {n} images")
+            x = bench.guarded(
+                lambda v=v, n=n: bench_mfu_2d(bench, v, S, 1, 3 if bench.quick or bench.gpu else 5, peak, n),
+                variant=v,
+                image_size=S,
+                images=n,
+            )
+            rows.append(x)
+            bench.log(f"  mfu {x.get('mfu', x.get('oom'))}")
+            bench.save()
+            if "oom" in x:
+                break

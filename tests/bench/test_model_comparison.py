@@ -57,3 +57,31 @@ def test_encoder_flops_are_counted_and_grow_with_the_image():
         mc.encoder_gflop("sam2", "sam2.1_hiera_t", 512),
     )
     assert small > 0 and 3.5 < big / small < 6  # 4x the pixels, plus the global-attention blocks
+
+
+def test_an_out_of_memory_row_is_recorded_and_the_next_rows_go_on(monkeypatch):
+    """--gpu: one model that does not fit used to end the run; now its row reads "OOM at N GB"."""
+    import contextlib
+
+    import torch
+
+    rows = [("big", "sam2", "sam2.1_hiera_l", 1024), ("small", "sam2", "sam2.1_hiera_t", 1024)]
+    monkeypatch.setattr(mc, "rows_to_run", lambda: rows)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake GPU")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda *a: type("P", (), {"total_memory": 80 * 2**30})
+    )
+
+    def step(family, variant, size, device, reps):
+        if variant.endswith("_l"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return {"step_s": 0.05, "peak_gb": 2.0}
+
+    monkeypatch.setattr(mc, "step_seconds", step)
+    gpu = mc.measure_gpu()
+    assert gpu["rows"] == {"big": {"oom": "OOM at 80 GB"}, "small": {"step_s": 0.05, "peak_gb": 2.0}}
+    cells = _cells(mc.render({"rows": {"big": ROW}}, gpu), "big")
+    assert cells[-2:] == ["OOM at 80 GB", "OOM at 80 GB"]
