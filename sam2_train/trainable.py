@@ -16,6 +16,9 @@ PRESETS: dict[str, list[str]] = {
     "decoder_only": ["sam_mask_decoder.*"],
     "frozen_image_encoder": ["sam_prompt_encoder.*", "sam_mask_decoder.*", *_MEMORY_AND_POINTERS],
     "frozen_prompt_encoder": ["image_encoder.*", "sam_mask_decoder.*", *_MEMORY_AND_POINTERS],
+    # Medical-SAM2's 3D training: image and prompt encoders frozen; only the mask decoder and the memory
+    # attention / memory encoder are in its optimisers (conf/optim/medical_sam2_adam.yaml)
+    "medical_sam2_3d": ["sam_mask_decoder.*", "memory_attention.*", "memory_encoder.*"],
     "memory_only": [
         "memory_attention.*",
         "memory_encoder.*",

@@ -8,6 +8,11 @@
 Understood: ``train_2d.py`` / ``train_3d.py`` (Medical-SAM2's ``cfg.py`` flags), Medical SAM2-N's
 ``inference_3d.py`` and ``train_both_models.sh``. Every flag is either translated into an override, or
 explained in a note (a flag with no effect here), or listed as *unknown*: nothing is dropped silently.
+Medical-SAM2's fixed training recipe is translated too (Adam without weight decay, 3D: image and prompt
+encoders frozen, memory modules at lr 1e-8; BCEWithLogits(pos_weight=2); constant learning rate;
+validation on ``Test``: ``optim=medical_sam2_adam loss=medical_sam2_bce scheduler=constant ...``), and a
+fidelity table (flag, Medical-SAM2's meaning, the override here, exact / approximate / ignored) follows
+the command. A glob (``-checkpoint ./logs/X_*/...``) stays a glob the shell expands.
 Flags a Medical-SAM2 script would take from its defaults (batch 1, validation every 5 epochs, 100
 epochs, ...) are written out so that the run is the same, and the notes say which came from defaults.
 
@@ -31,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools.medical_sam2 import SCRIPTS, TranslationError, translate  # noqa: E402
+from tools.medical_sam2.translate import expand_globs  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {len(tr.unknown)} unknown flag(s): {'; '.join(tr.unknown)}", file=sys.stderr)
         return 1
     if args.run:
-        for cmd in tr.commands:
+        try:
+            commands = [expand_globs(c) for c in tr.commands]  # as the printed command's shell would
+        except TranslationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for cmd in commands:
             env = dict(os.environ)
             while cmd and "=" in cmd[0] and not cmd[0].startswith("-"):
                 k, _, v = cmd.pop(0).partition("=")

@@ -6,6 +6,8 @@ Order of precedence in :func:`resolve_splits`:
      ``splits_final.json`` list of folds with ``split.fold``), or ``split.train/val/test`` lists.
   3. the layout's native split (``split.use_native``, default true): val is carved from train with
      ``split.val_ratio`` (seeded) when the layout has none; cases without a native split are left out.
+     ``split.val_from: test`` validates on the layout's test part instead (Medical-SAM2 validates on
+     ``Test``): val and test are then the same cases, and train keeps every training case.
   4. seeded random ratios ``split.ratios`` ([train, val, test], sum 1) with ``split.seed``.
 The result is written to ``path`` atomically. For 2D slices of volumes, resolve on the volume dataset.
 """
@@ -137,7 +139,14 @@ def resolve_splits(dataset: Any, split_cfg: Any, path: str | Path | None) -> dic
         native = {i: dataset.native_split(i) for i in known_list} if cfg.get("use_native", True) else {}
         if any(v is not None for v in native.values()):
             splits = {k: sorted(i for i, v in native.items() if v == k) for k in SPLITS}
-            if not splits["val"] and splits["train"]:
+            val_from = str(cfg.get("val_from") or "train")
+            if val_from not in ("train", "test"):
+                raise DataError(f"split.val_from: expected train or test, got {val_from!r}")
+            if val_from == "test":
+                if not splits["test"]:
+                    raise DataError("split.val_from=test: the layout has no test part (e.g. no Test/ folder)")
+                splits["val"] = list(splits["test"])
+            elif not splits["val"] and splits["train"]:
                 val_ratio = float(cfg.get("val_ratio", ratios[1] / max(ratios[0] + ratios[1], 1e-9)))
                 if not 0 <= val_ratio < 1:
                     raise DataError(f"split.val_ratio: must be in [0, 1), got {val_ratio}")

@@ -78,6 +78,10 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def state_dict_of(obj: dict, path: str | Path) -> dict:
+    """The model's state dict in a checkpoint: ``{"model": state_dict}`` (Meta's files, ours), Medical-SAM2's
+    ``{"model": "sam2", "state_dict": state_dict, ...}``, or a bare state dict."""
+    if isinstance(obj.get("model"), str) and isinstance(obj.get("state_dict"), dict):
+        obj = {"model": obj["state_dict"]}  # Medical-SAM2: "model" names the network
     sd = obj.get("model", obj)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: no 'model' state dict of tensors in this checkpoint")

@@ -365,7 +365,9 @@ class Engine(RunOutputs):
             return
         summary = {f"test/{k.split('/', 1)[-1]}": v for k, v in summary.items()}
         weights = "checkpoint_best.pth" if best.is_file() else "last"
-        write_csv(self.out_dir / "test_cases.csv", [{"epoch": self.epoch, "weights": weights, **r} for r in rows])
+        write_csv(
+            self.out_dir / "test_cases.csv", [{"epoch": self.epoch, "weights": weights, **r} for r in rows]
+        )
         write_csv(self.out_dir / "test_metrics.csv", [{"epoch": self.epoch, "weights": weights, **summary}])
         self.test_summary = {"weights": weights, **summary}
         if self.writer:

@@ -94,4 +94,6 @@ def test_test_after_training_scores_the_test_part_like_val(tmp_path):
     with open(out / "test_metrics.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert 0.0 <= float(row["test/dice"]) <= 1.0 and row["weights"] == "checkpoint_best.pth"
-    assert json.loads((out / "run_summary.json").read_text())["test"]["test/dice"] == pytest.approx(float(row["test/dice"]), abs=1e-5)
+    assert json.loads((out / "run_summary.json").read_text())["test"]["test/dice"] == pytest.approx(
+        float(row["test/dice"]), abs=1e-5
+    )

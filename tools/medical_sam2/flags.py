@@ -150,7 +150,11 @@ def _pretrain(v, st: State) -> list[str]:
 def _weights(v, st: State) -> list[str]:
     if v in (None, "0"):
         return []
-    return ["train=false", f"model.checkpoint={v}"]
+    st.notes.append(
+        f"-weights {v}: training continues from these weights (model.checkpoint; a Medical-SAM2 "
+        "{'model': 'sam2', 'state_dict': ...} file loads strictly); epochs count from 0 again"
+    )
+    return [f"model.checkpoint={v}"]
 
 
 def _video_length(v, st: State) -> list[str]:
@@ -211,6 +215,65 @@ FLAGS: dict[str, tuple[tuple[str, ...], Rule]] = {
     "-save_vis": (("inference_3d.py",), lambda v, st: ["save_vis=true"]),
 }
 
+# What each flag means in Medical-SAM2, and how closely its override here reproduces that:
+# exact (the same behaviour), approximate (the same intent, differences in the note), ignored (no effect
+# here; a rule that only adds a note, or a flag that concerns another script, is reported as ignored).
+MEANING: dict[str, tuple[str, str]] = {
+    "-net": ("network (sam2)", "exact"),
+    "-exp_name": ("experiment name (log folder)", "exact"),
+    "-sam_ckpt": ("SAM2 weights training starts from", "exact"),
+    "-sam_config": ("SAM2 architecture", "exact"),
+    "-checkpoint": ("trained weights to run", "exact"),
+    "-pretrain": ("weights replacing -sam_ckpt", "exact"),
+    "-weights": ("continue training from these weights", "approximate"),
+    "-image_size": ("input size", "exact"),
+    "-out_size": ("size of the output masks", "approximate"),
+    "-b": ("batch size", "exact"),
+    "-lr": ("learning rate (3D: of the mask decoder)", "exact"),
+    "-val_freq": ("validate every N epochs", "exact"),
+    "-dataset": ("dataset layout", "exact"),
+    "-data_path": ("dataset folder", "exact"),
+    "-prompt": ("prompt type", "exact"),
+    "-prompt_freq": ("a prompt every N frames", "exact"),
+    "-video_length": ("frames per training clip", "exact"),
+    "-memory_bank_size": ("2D memory bank size", "approximate"),
+    "-multimask_output": ("candidate masks per prompt", "ignored"),
+    "-vis": ("save pictures at validation", "approximate"),
+    "-train_vis": ("save pictures while training", "ignored"),
+    "-encoder": ("encoder of SAM v1 (unused by SAM2)", "ignored"),
+    "-gpu": ("use a GPU", "exact"),
+    "-gpu_device": ("GPU index", "exact"),
+    "-distributed": ("GPUs (DataParallel)", "approximate"),
+    "-output_dir": ("folder of the predictions", "exact"),
+    "-save_vis": ("save pictures", "exact"),
+}
+
+# Medical-SAM2's training recipe, fixed in its code (no flag): (what, its behaviour, overrides, fidelity).
+RECIPE: dict[str, list[tuple[str, str, list[str], str]]] = {
+    "train_3d.py": [
+        ("optimiser", "Adam, no weight decay; mask decoder at -lr, memory attention/encoder at 1e-8",
+         ["optim=medical_sam2_adam"], "exact"),
+        ("frozen parts", "image and prompt encoders frozen (only decoder and memory in the optimisers)",
+         ["model.trainable=medical_sam2_3d"], "exact"),
+        ("loss", "BCEWithLogitsLoss(pos_weight=2)", ["loss=medical_sam2_bce"], "exact"),
+        ("schedule", "constant learning rate", ["scheduler=constant"], "exact"),
+        ("validation", "on the Test folder", ["++dataset.split.val_from=test"], "exact"),
+        ("epochs", "100 (global_settings)", ["trainer.max_epochs=100"], "exact"),
+    ],
+    "train_2d.py": [
+        ("optimiser", "Adam over every parameter, no weight decay, at -lr",
+         ["optim=medical_sam2_adam", "optim.param_groups=[]"], "exact"),
+        ("frozen parts", "none (full fine-tuning)", ["model.trainable=full"], "exact"),
+        ("loss", "BCEWithLogitsLoss(pos_weight=2)", ["loss=medical_sam2_bce"], "exact"),
+        ("schedule", "constant learning rate", ["scheduler=constant"], "exact"),
+        ("validation", "on the Test folder", ["++dataset.split.val_from=test"], "exact"),
+        ("epochs", "100 (global_settings)", ["trainer.max_epochs=100"], "exact"),
+        ("memory bank", "earlier images attended to while training",
+         ["func_2d.memory_bank=true"], "approximate"),
+    ],
+    "inference_3d.py": [("split", "the Test folder", ["split=test"], "exact")],
+}  # fmt: skip
+
 # What Medical-SAM2's scripts do when a flag is absent (cfg.py defaults, 100 epochs in global_settings).
 DEFAULTS: dict[str, dict[str, str]] = {
     "train_2d.py": {
@@ -243,8 +306,4 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "-image_size": "1024",
     },
 }
-FIXED = {
-    "train_2d.py": ["trainer.max_epochs=100", "func_2d.memory_bank=true"],
-    "train_3d.py": ["trainer.max_epochs=100"],
-    "inference_3d.py": ["split=test"],
-}
+FIXED = {script: [o for _, _, overrides, _ in rows for o in overrides] for script, rows in RECIPE.items()}

@@ -9,15 +9,60 @@ models get different batch sizes or GPUs).
 
 from __future__ import annotations
 
+import glob
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.medical_sam2.flags import DEFAULTS, FIXED, FLAGS, TRAIN, State, model_from_ckpt, split_flags
+from tools.medical_sam2.flags import (
+    DEFAULTS,
+    FIXED,
+    FLAGS,
+    MEANING,
+    RECIPE,
+    TRAIN,
+    State,
+    model_from_ckpt,
+    split_flags,
+)
 
 SCRIPTS = ("train_2d.py", "train_3d.py", "inference_3d.py", "train_both_models.sh")
-GROUPS = {"model", "dataset", "prompt", "trainer"}  # overrides that choose a config file
+GROUPS = {"model", "dataset", "prompt", "trainer", "loss", "optim", "scheduler"}  # overrides choosing a file
+# train_both_models.sh --high-memory: "sets batch size to 16 for Tiny and 12 for Small"
+HIGH_MEMORY_BATCH = {"t": "16", "s": "12"}
+GLOB = re.compile(r"[*?\[]")
+
+
+def shell_word(word: str) -> str:
+    """``word`` quoted for a POSIX shell; a ``key=value`` whose value is a glob (``-checkpoint
+    ./logs/X_*/Model/best.pth`` in Medical-SAM2's README) becomes ``key="$(ls -d GLOB | tail -n 1)"``, so
+    the shell still expands it (the last match in sort order: the newest time-stamped log folder)."""
+    key, eq, value = word.partition("=")
+    if not eq or not GLOB.search(value) or key.startswith("-"):
+        return shlex.quote(word)
+    parts = re.split(r"([*?]|\[[^]]*\])", value)  # glob tokens stay bare, literal runs are quoted
+    pattern = "".join(p if i % 2 else (shlex.quote(p) if p else "") for i, p in enumerate(parts))
+    return f'{shlex.quote(key + "=")}"$(ls -d {pattern} | tail -n 1)"'
+
+
+def expand_globs(cmd: list[str]) -> list[str]:
+    """``--run``: the same expansion as :func:`shell_word` (the last match in sort order).
+
+    Raises:
+        TranslationError: a glob matches nothing (names it).
+    """
+    out = []
+    for word in cmd:
+        key, eq, value = word.partition("=")
+        if eq and GLOB.search(value) and not key.startswith("-"):
+            found = sorted(glob.glob(value))
+            if not found:
+                raise TranslationError(f"{key}={value}: no file matches this pattern")
+            word = f"{key}={found[-1]}"
+        out.append(word)
+    return out
 
 
 class TranslationError(ValueError):
@@ -31,11 +76,17 @@ class Translation:
     commands: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    # (flag and value | "(what)", Medical-SAM2's meaning, our overrides, exact | approximate | ignored)
+    fidelity: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def text(self) -> str:
-        lines = [shlex.join(c) for c in self.commands]
+        lines = [" ".join(shell_word(w) for w in c) for c in self.commands]
         lines += [f"# note: {n}" for n in self.notes]
         lines += [f"# unknown flag (not translated): {u}" for u in self.unknown]
+        if self.fidelity:
+            lines += ["# fidelity (Medical-SAM2 -> here):", "# | flag | Medical-SAM2 | here | fidelity |"]
+            lines += ["# |---|---|---|---|"]
+            lines += [f"# | {f} | {m} | {o or '-'} | {lv} |" for f, m, o, lv in self.fidelity]
         return "\n".join(lines)
 
 
@@ -61,15 +112,24 @@ def _translate_python(script: str, flags: list[tuple[str, str | None]], env: dic
         if rule is None or script not in scripts:
             tr.unknown.append(f"{flag} {value}" if value is not None else flag)
             continue
+        n_notes = len(st.notes)
         try:
-            overrides += rule(value, st)
+            got = rule(value, st)
         except (ValueError, TypeError) as exc:
             tr.unknown.append(f"{flag} {value} ({exc})")
+            continue
+        overrides += got
+        meaning, level = MEANING.get(flag, (flag, "exact"))
+        if not got and len(st.notes) > n_notes and "no effect" in st.notes[-1]:
+            level = "ignored"
+        shown = f"{flag} {value}" if value is not None else flag
+        tr.fidelity.append((shown, meaning, " ".join(got), level))
     if script == "train_2d.py":
         st.notes.append(
             "func_2d.memory_bank=true: Medical-SAM2's 2D training always attends to a bank of earlier images"
         )
-    if "-pretrain" in given:  # the pretrain file replaces the SAM checkpoint
+    tr.fidelity += [(f"({what})", meaning, " ".join(o), lv) for what, meaning, o, lv in RECIPE[script]]
+    if given & {"-pretrain", "-weights"}:  # the pretrain / weights file replaces the SAM checkpoint
         keep = [o for o in overrides if o.startswith("model.checkpoint=")][-1:]
         overrides = [o for o in overrides if not o.startswith("model.checkpoint=")] + keep
     if script == "inference_3d.py" and "-checkpoint" in given:
@@ -119,10 +179,23 @@ def _translate_both(flags: list[tuple[str, str | None]]) -> Translation:
     tr = Translation(notes=notes, unknown=unknown)
     explicit_batch = any(f.startswith("--batch-size") for f, _ in flags)
     groups = ["trainer=high_memory"] if high else []
-    if high:
+    if high and not explicit_batch:
+        batch = dict(HIGH_MEMORY_BATCH)
         tr.notes.append(
-            "--high-memory: trainer=high_memory picks each model's batch for an 80 GB GPU from counted "
-            "activation memory (the script's fixed 16 / 12 need not fit at 1024 px); --batch-size overrides it"
+            "--high-memory: batch 16 for Tiny and 12 for Small, as the script sets them (trainer=high_memory "
+            "for its bf16 and workers; its own batch table is not used); --batch-size overrides them"
+        )
+    for flag, value in flags:
+        meaning = {
+            "--high-memory": (
+                "batch 16 for Tiny, 12 for Small",
+                "trainer=high_memory, trainer.batch_size=16 / 12",
+            ),
+            "--parallel": ("both models at the same time", ""),
+        }.get(flag, (flag.lstrip("-").replace("-", " "), ""))
+        shown = f"{flag} {value}" if value is not None else flag
+        tr.fidelity.append(
+            (shown, meaning[0], meaning[1], "approximate" if flag == "--parallel" else "exact")
         )
     per_model = []
     for size, name in (("t", "Tiny"), ("s", "Small")):
@@ -140,11 +213,9 @@ def _translate_both(flags: list[tuple[str, str | None]]) -> Translation:
         }
         one = _translate_python("train_3d.py", list(words.items()), {})
         tr.unknown += one.unknown
-        cmd = [
-            w
-            for w in one.commands[0]
-            if explicit_batch or not high or not w.startswith("trainer.batch_size=")
-        ]
+        if size == "t":
+            tr.fidelity += [row for row in one.fidelity if row[0].startswith("(")]  # the 3D recipe
+        cmd = list(one.commands[0])
         if device[size] != "0":
             cmd.append(f"trainer.device=cuda:{device[size]}")
         per_model.append([*cmd[:2], *groups, *cmd[2:], "model.checkpoint=auto"])
