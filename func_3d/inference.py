@@ -365,6 +365,9 @@ def run_inference(cfg: DictConfig) -> list[dict]:
         metric_rows = rows
         write_csv(out_dir / "metrics.csv", metric_rows)
     write_inference_summary(out_dir, cfg, model, protocol, summary, split, len(ids))
+    from medseg.report import report_or_warning
+
+    report_or_warning(out_dir, cfg=cfg, dataset=dataset)  # a failure is a WARNING, never a failed run
     if summary:
         print(
             "per-organ Dice:",

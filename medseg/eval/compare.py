@@ -298,4 +298,7 @@ def compare_runs(
         if not grids and not any("grids skipped" in n for n in notes):
             notes.append("grids skipped: no case was visualised by every run")
     write_markdown(out / "comparison.md", rows, classes, notes, "comparison_dice.png", grids)
+    from medseg.report import report_or_warning
+
+    report_or_warning(out, kind="compare")  # report.html; a failure is a WARNING
     return rows

@@ -205,6 +205,9 @@ def summarize_sweep(sweep_dir: str | Path, runs: Iterable[str | Path] | None = N
         plt.close(fig)
     except Exception as e:  # a plot must never fail a finished sweep
         atomic_write_text(sweep_dir / "sweep_summary_plot_error.txt", f"{type(e).__name__}: {e}\n")
+    from medseg.report import report_or_warning
+
+    report_or_warning(sweep_dir, kind="sweep")  # report.html; a failure is a WARNING
     return rows
 
 

@@ -193,5 +193,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         result = max(vals) if vals else None
     finish_distributed()  # every rank is done before any of them closes its connections
     if dist_info.is_main:
+        from medseg.report import report_or_warning
+
+        report_or_warning(out, cfg=cfg)  # report.html: a failure is a WARNING, never a failed run
         print(f"outputs in {out}", flush=True)
     return result
