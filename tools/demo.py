@@ -145,6 +145,7 @@ def main(argv=None) -> int:
             f"  {out / 'train_3d'}: the same for 3D;  {out / 'predictions_3d'}: <case>.npy, <case>.nii.gz, metrics.csv, vis/"
         )
     print(f"  tensorboard --logdir {out}")
+    print("  open in a browser (offline):", *sorted(map(str, out.glob("*/report.html"))), sep="\n    ")
     return 0
 
 
