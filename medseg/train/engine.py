@@ -382,6 +382,8 @@ class Engine(RunOutputs):
         start = time.time()
         summary = self._validate()
         self._add_row({"epoch": 0, "step": 0, **summary, "time_s": time.time() - start})
+        if self.cfg.get("train", True) and self.cfg.get("test_after_training", False):
+            self._score_test()  # a library that trained in its own loop (YOLO), then scored here
         self._write_summary(0.0)
         if self.writer:
             self.writer.close()
