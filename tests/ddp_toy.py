@@ -69,7 +69,7 @@ class ToyTask:
 
     def validate(self, model, *, epoch: int, vis_dir=None, shard=None):
         g = torch.Generator().manual_seed(99)
-        x = torch.randn(self.n_val, 4, generator=g)
+        x = torch.randn(self.n_val, 4, generator=g).to(next(model.parameters()).device)
         err = ((model.body(x) - torch.tanh(x[:, :2].sum(1, keepdim=True))) ** 2)[:, 0]
         rows = [{"case_id": f"case{i}", "class": "all", "dice": float(1 - e)} for i, e in enumerate(err)]
         return {"val/dice": float(1 - err.mean())}, rows, {}
@@ -102,26 +102,35 @@ def toy_cfg(**trainer):
     )
 
 
-def run_toy(out: Path, task: ToyTask | None = None, dist_info=None, **trainer):
-    """Fit ToyNet (seed 0) under ``trainer`` overrides; returns the engine."""
+def run_toy(out: Path, task: ToyTask | None = None, dist_info=None, device=torch.device("cpu"), **trainer):
+    """Fit ToyNet (seed 0) on ``device`` under ``trainer`` overrides; returns the engine."""
     from medseg.train.engine import Engine
 
     torch.manual_seed(0)
     eng = Engine(
-        cfg=toy_cfg(**trainer),
+        cfg=toy_cfg(**{"device": device.type, **trainer}),
         task=task or ToyTask(),
-        model=ToyNet(),
+        model=ToyNet().to(device),
         out_dir=out,
-        device=torch.device("cpu"),
+        device=device,
         dist_info=dist_info,
     )
     eng.fit()
     return eng
 
 
-def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill_rank: int | None, kill_at):
-    """One of ``world`` gloo processes (torch.multiprocessing.spawn): fit the toy task, save what the
-    test checks; a RunInterrupted stop is recorded, not raised."""
+def spawn_worker(
+    rank: int,
+    world: int,
+    port: int,
+    out: str,
+    trainer: dict,
+    kill_rank: int | None,
+    kill_at,
+    cuda: bool = False,
+):
+    """One of ``world`` gloo processes (nccl on ``cuda:<rank>`` when ``cuda``; torch.multiprocessing.spawn):
+    fit the toy task, save what the test checks; a RunInterrupted stop is recorded, not raised."""
     import torch.distributed as dist
 
     from medseg.train.preemption import RunInterrupted
@@ -135,10 +144,11 @@ def spawn_worker(rank: int, world: int, port: int, out: str, trainer: dict, kill
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    info = init_distributed(torch.device("cpu"))
+    device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
+    info = init_distributed(device)
     task = ToyTask(kill_at=(kill_at, signal.SIGTERM) if kill_rank == rank else None)
     try:
-        eng = run_toy(Path(out), task, dist_info=info, **trainer)
+        eng = run_toy(Path(out), task, dist_info=info, device=device, **trainer)
         stopped = None
     except RunInterrupted as e:
         eng, stopped = None, e.signum

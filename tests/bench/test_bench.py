@@ -70,13 +70,15 @@ def test_activation_count_patches_every_checkpoint_caller():
 
 
 # ---------------------------------------------------------------- issue 21: device handling, memory, OOM
-def test_label_slice_indexes_ids_on_the_logits_device():
+def test_label_slice_indexes_ids_on_the_logits_device(device):
     """bench/run.py --device cuda crashed in the inference section: a CPU id table indexed with the
-    predictor's CUDA argmax. The meta device stands in for CUDA here (same 'not on the expected device')."""
+    predictor's CUDA argmax. The meta device stands in for CUDA on a CPU machine (same 'not on the
+    expected device'); the ``gpu`` lane runs it on CUDA too."""
     from bench.sections.inference import label_slice
 
     logits = torch.tensor([[[2.0, -1.0], [-3.0, 0.5]], [[1.0, 3.0], [-1.0, 0.2]]])  # 2 organs, 2x2
-    assert label_slice(logits, [4, 9]).tolist() == [[4, 9], [0, 4]]
+    got = label_slice(logits.to(device), [4, 9])
+    assert got.device == logits.to(device).device and got.cpu().tolist() == [[4, 9], [0, 4]]
     on_meta = label_slice(torch.empty(13, 8, 8, device="meta"), list(range(1, 14)))
     assert on_meta.device.type == "meta" and on_meta.shape == (8, 8)
 
@@ -161,3 +163,18 @@ def test_gpu_rows_are_defined_and_empty_without_a_gpu_run():
 
     rows = gpu_rows({"device": {"type": "cpu"}, "inference_vs_meta": [{"image_size": 512, "speedup": 99.0}]})
     assert len(rows) == 7 and all(c == "not measured: no GPU lent" for _, _, c in rows)
+
+
+@pytest.mark.gpu
+def test_peak_memory_on_cuda_is_taken_in_bf16(tmp_path):
+    """On a real CUDA device: a bf16 matmul's peak is about half of the fp32 one (the peak pass runs
+    under the timing's autocast)."""
+    from bench.harness import Bench
+
+    def bench(amp):
+        return Bench(device=torch.device("cuda"), threads=1, clock="cuda", amp=amp)
+
+    x = torch.randn(8192, 64, device="cuda")  # 2 MB in, a 8192² product out: 256 MB in fp32, 128 in bf16
+    fp32 = bench(False).peak_memory_mb(lambda: x @ x.T)
+    bf16 = bench(True).peak_memory_mb(lambda: x @ x.T)
+    assert bf16 < 0.6 * fp32, (bf16, fp32)

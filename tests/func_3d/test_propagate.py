@@ -20,12 +20,14 @@ def synthetic_volume(num_frames: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(device):
+    """On each device of tests/conftest.py DEVICES (CUDA in the ``gpu`` lane); frames and prompts stay
+    on the CPU, as a user passes them."""
     torch.manual_seed(0)
     m = build_sam2_model("sam2.1_hiera_t", image_size=S)
     with torch.no_grad():  # object present, so masks (and their gradients) are not constant
         m.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(3.0)
-    return m
+    return m.to(device)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_offload_and_precomputed_features_give_identical_logits(model, volume):
     model.eval()
     ref = propagate(model, volume, box_prompts(), N_OBJ, both_directions=True)
     off = propagate(model, volume, box_prompts(), N_OBJ, both_directions=True, offload=True)
-    assert off.logits.device.type == "cpu" and torch.equal(ref.logits, off.logits)
+    assert off.logits.device.type == "cpu" and torch.equal(ref.logits.cpu(), off.logits)
     with torch.no_grad():
         feats = encode_frames(model, volume, chunk=3, offload=True)
     assert feats.num_frames == T and feats.fpn[-1].shape == (T, 256, S // 16, S // 16)
@@ -214,3 +216,31 @@ def test_batched_clips_errors_name_the_clip(model, volume):
         propagate_clips(model, torch.stack([volume, volume]), [a, half], [N_OBJ])
     with pytest.raises(ValueError, match=r"frames must be \[2, T, 3, S, S\]"):
         propagate_clips(model, volume, [a, half], [N_OBJ, 2])
+
+
+# CUDA against the CPU, fp32 with TF32 off: logits within DEVICE_TOL (they are about +-10), masks (logit > 0)
+# equal on at least 99.9 % of the pixels. Run in the ``gpu`` lane only (deselected without CUDA).
+DEVICE_TOL = 1e-3
+
+
+@pytest.mark.gpu
+def test_cuda_propagation_equals_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    cpu = build_sam2_model("sam2.1_hiera_t", image_size=S)
+    with torch.no_grad():
+        cpu.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(3.0)
+    cpu.eval()
+    cuda = build_sam2_model("sam2.1_hiera_t", image_size=S)
+    cuda.load_state_dict(cpu.state_dict())
+    cuda = cuda.cuda().eval()
+    frames = synthetic_volume(T, S)
+    with torch.no_grad():
+        ref = propagate(cpu, frames, box_prompts(), N_OBJ, both_directions=True)
+        got = propagate(cuda, frames, box_prompts(), N_OBJ, both_directions=True, offload=True)
+    assert torch.equal(ref.valid, got.valid)
+    diff = (ref.logits - got.logits).abs().max().item()
+    agree = ((ref.logits > 0) == (got.logits > 0)).float().mean().item()
+    print(f"CUDA vs CPU: max |dlogit| {diff:.2e}, mask agreement {agree:.5f}")
+    assert diff <= DEVICE_TOL and agree >= 0.999

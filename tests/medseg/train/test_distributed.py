@@ -141,6 +141,20 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
     assert torch.equal(a["unused.weight"], init["unused.weight"])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="the nccl DDP step needs 2 CUDA devices")
+def test_ddp_step_with_nccl_on_two_gpus_equals_one_process(tmp_path):
+    """The same comparison on 2 GPUs with the nccl backend (tolerance 1e-5: CUDA reductions); deselected
+    without CUDA (tests/conftest.py), skipped with one GPU."""
+    trainer = {"limit_train_batches": 8, "accumulate_grad_batches": 2, "max_epochs": 2}
+    run_toy(tmp_path / "one", device=torch.device("cuda:0"), **trainer)
+    args = (2, free_port(), str(tmp_path / "two"), {**trainer, "batch_size": 1}, None, None, True)
+    torch.multiprocessing.spawn(spawn_worker, args=args, nprocs=2, join=True)
+    assert torch.load(tmp_path / "two" / "probe.pt", weights_only=True)["ddp"]
+    a, b = (checkpoint_weights(tmp_path / d / "checkpoint_last.pth") for d in ("one", "two"))
+    assert max_abs_diff(a, b) <= 1e-5
+
+
 def test_unused_parameter_probe_names_them_and_leaves_no_trace():
     """find_unused_parameters=auto's probe names the trainable parameters the step never reaches (not the
     frozen ones) and leaves the RNG, BatchNorm statistics and the task's state as they were."""

@@ -58,14 +58,14 @@ class ToyTask:
 
     def validate(self, model, *, epoch: int, vis_dir):
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(32, 4, generator=g)
-        mse = float((model(x) - x @ W_TRUE.T).square().mean())
+        x = torch.randn(32, 4, generator=g).to(model.weight.device)
+        mse = float((model(x).float() - x @ W_TRUE.to(x.device).T).square().mean())
         return {"val/dice": -mse}, [{"case_id": "toy", "class_id": 1, "dice": -mse}], {}
 
 
-def toy_cfg(**trainer) -> OmegaConf:
+def toy_cfg(device: str = "cpu", **trainer) -> OmegaConf:
     t = {
-        "device": "cpu",
+        "device": device,
         "deterministic": False,
         "max_epochs": 2,
         "max_steps": None,
@@ -107,15 +107,15 @@ def toy_cfg(**trainer) -> OmegaConf:
     )
 
 
-def fit(out, task=None, **trainer) -> tuple[Engine, torch.nn.Module]:
+def fit(out, task=None, device=torch.device("cpu"), **trainer) -> tuple[Engine, torch.nn.Module]:
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1, bias=False)
+    model = torch.nn.Linear(4, 1, bias=False).to(device)
     eng = Engine(
-        cfg=toy_cfg(**trainer),
+        cfg=toy_cfg(device=device.type, **trainer),
         task=task or ToyTask(),
         model=model,
         out_dir=out,
-        device=torch.device("cpu"),
+        device=device,
         dist_info=DistInfo(),
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -123,12 +123,14 @@ def fit(out, task=None, **trainer) -> tuple[Engine, torch.nn.Module]:
     return eng, model
 
 
-def test_toy_task_learns_and_writes_the_outputs(tmp_path):
-    eng, model = fit(tmp_path / "run", max_epochs=5)
+def test_toy_task_learns_and_writes_the_outputs(tmp_path, device):
+    """On each device; on CUDA the engine's step runs under bf16 autocast (``trainer.amp``)."""
+    eng, model = fit(tmp_path / "run", device=device, amp=device.type == "cuda", max_epochs=5)
+    assert eng.amp == (device.type == "cuda")
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     assert len(rows) == 5 and float(rows[-1]["val/dice"]) > float(rows[0]["val/dice"])
     ck = torch.load(tmp_path / "run" / "checkpoint_last.pth", map_location="cpu", weights_only=True)
-    assert ck["epoch"] == 5 and ck["step"] == 5 * 4 and torch.equal(ck["model"]["weight"], model.weight)
+    assert ck["epoch"] == 5 and ck["step"] == 5 * 4 and torch.equal(ck["model"]["weight"], model.weight.cpu())
     for key in ("optimizer", "scheduler", "rng", "config", "best"):
         assert key in ck, key
     best = torch.load(tmp_path / "run" / "checkpoint_best.pth", map_location="cpu", weights_only=True)
@@ -163,10 +165,11 @@ def test_nan_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
     assert ck["epoch"] == 1 and torch.isfinite(ck["model"]["weight"]).all()
 
 
-def test_resume_is_exact(tmp_path):
-    _, straight = fit(tmp_path / "straight", max_epochs=3)
-    fit(tmp_path / "split", max_epochs=1)
-    _, resumed = fit(tmp_path / "split", max_epochs=3, resume=str(tmp_path / "split" / "checkpoint_last.pth"))
+def test_resume_is_exact(tmp_path, device):
+    _, straight = fit(tmp_path / "straight", device=device, max_epochs=3)
+    fit(tmp_path / "split", device=device, max_epochs=1)
+    last = str(tmp_path / "split" / "checkpoint_last.pth")
+    _, resumed = fit(tmp_path / "split", device=device, max_epochs=3, resume=last)
     assert torch.equal(straight.weight, resumed.weight)
     rows = read_csv(tmp_path / "split" / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]  # no lost or repeated rows
