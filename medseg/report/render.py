@@ -46,6 +46,8 @@ def _context(folder: Path, cfg, extra: dict | None) -> dict:
             ctx["script"] = str(hc.job.name)
         if cfg.get("dataset") is not None:
             ctx["dataset_cfg"] = OmegaConf.to_container(cfg.dataset, resolve=True)
+        if cfg.get("model") is not None and cfg.model.get("name"):  # inference: model= for a native file
+            ctx["model"] = f"{cfg.model.name} ({cfg.model.get('image_size', '?')} px)"
     except Exception as e:  # noqa: BLE001  (facts are best effort)
         log.debug("report context: %s", e)
     return {**old, **ctx, **(extra or {})}
