@@ -128,7 +128,7 @@ def facts(folder: Path, summary: dict, context: dict) -> list[tuple[str, str]]:
         ),
         (
             "model",
-            str(summary.get("model") or model.get("name") or "unknown")
+            str(summary.get("model") or model.get("name") or context.get("model") or "unknown")
             + (f" ({model.get('variant')}, {model.get('image_size')} px)" if model.get("variant") else ""),
         ),
         ("weights", _weights(summary.get("weights"))),
