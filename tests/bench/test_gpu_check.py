@@ -64,3 +64,18 @@ def test_gpu_pkgs_copies_a_distribution_with_its_files(tmp_path):
     assert gpu_check.copy_pkgs(tmp_path, ("omegaconf",))[0].startswith("omegaconf==")
     assert (tmp_path / "omegaconf" / "__init__.py").is_file()
     assert not list(tmp_path.rglob("*.pyc")) and not (tmp_path / "bin").exists()
+
+
+def test_the_gpu_lane_names_every_file_with_cuda_cases():
+    """pytest_gpu runs only GPU_TESTS (the rest of the suite imports packages the device lacks): every test
+    file that uses the ``device`` fixture or the ``gpu`` marker must be in it."""
+    uses = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").rglob("test_*.py")
+        if p.name != "test_gpu_check.py"
+        and "mark.gpu" in (t := p.read_text(encoding="utf-8"))
+        or "(device)" in t
+        or ", device)" in t
+    }
+    assert uses and uses <= set(gpu_check.GPU_TESTS), uses - set(gpu_check.GPU_TESTS)
+    assert all((ROOT / f).is_file() for f in gpu_check.GPU_TESTS)
