@@ -143,7 +143,14 @@ def gpu(r: dict) -> list[str]:
         L += ["The rows above were measured on this GPU in one run.", ""]
     L += ["| GPU row | goal | measured |", "|---|---|---|"]
     L += [f"| {a} | {b} | {c} |" for a, b, c in gpu_rows(r)]
-    L.append("")
+    L += [
+        "",
+        "Levers, each to measure on GPU and kept only if it helps (none measured yet): batch size per Hiera "
+        "size (the `trainer=high_memory` table is unmeasured), fused AdamW (`+optim.fused=true`), "
+        "`torch.compile` of the image encoder, channels-last, the SDPA backend, no per-step host syncs, "
+        "pinned memory and non-blocking copies (in place); their state in the code: docs/GPU.md.",
+        "",
+    ]
     return L
 
 
