@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (`apt-get install chromium`); `make test` installs it
+# Debian's package (`apt-get install chromium`; `make test` installs it); CHROMIUM=... names another build
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
