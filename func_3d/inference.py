@@ -30,54 +30,28 @@ import torch
 from omegaconf import DictConfig
 
 from func_3d.task import refuse_automatic_3d, volume_pictures, volume_prompts
-from func_3d.volume import VolumePrompts, segment_volume
 from medseg.data.datasets import build_dataset
 from medseg.data.prompts import KINDS
 from medseg.data.splits import resolve_splits
 from medseg.data.transforms import build_transform
+from medseg.data.volume_prompts import VolumePrompts, extent_from_label
 from medseg.data.writers import write_like
 from medseg.errors import DataError
 from medseg.eval.evaluation import CaseResult, EvalProtocol, run_evaluation
+from medseg.eval.inference_model import load_inference_model
 from medseg.eval.tables import write_csv
 from medseg.eval.viz import save_png
-from medseg.train.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+from medseg.family import ModelFamily
 from medseg.train.runtime import finish_distributed, init_distributed, pick_device, seed_everything
-from sam2_train.build import build_sam2_model
-from sam2_train.checkpoint import guess_variant
 
 log = logging.getLogger(__name__)
 
 
-def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, str, int]:
-    """Build the model the checkpoint was trained as (ours) or the ``model=`` given (Meta's ``.pt``)."""
-    path = str(cfg.checkpoint)
-    ck = read_checkpoint(path)
-    given = cfg.get("model")
-    if ck.get("format", "").startswith("sam2-medical"):
-        mc = ck.get("model_cfg") or {}
-        variant, size = mc.get("variant"), mc.get("image_size")
-        if not variant:
-            raise CheckpointError(
-                f"{path}: this checkpoint is not a SAM2 model ({mc.get('name')}); inference_3d needs SAM2"
-            )
-        if given is not None and (
-            given.get("variant") != variant or int(given.get("image_size", size)) != int(size)
-        ):
-            raise CheckpointError(
-                f"{path}: checkpoint holds {variant} at {size} px but model={given.get('name')} at "
-                f"{given.get('image_size')} px was given (drop model= to use the checkpoint's)"
-            )
-    else:
-        if given is None:
-            found = guess_variant(state_dict_of(ck, path))
-            raise CheckpointError(
-                f"{path}: a Meta checkpoint does not say its variant: add model=<variant>"
-                + (f" (it looks like model={found})" if found else "")
-            )
-        variant, size = str(given.variant), int(given.image_size)
-    model = build_sam2_model(variant, image_size=int(size), checkpoint=path)
-    model.checkpoint_meta = {k: ck.get(k) for k in ("format", "splits", "dataset")}  # for select_cases
-    return model.to(device).eval(), variant, int(size)
+def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, ModelFamily, int]:
+    """The model of ``checkpoint=`` (ours of any family, or a native file with ``model=``), its family and
+    image size (:func:`medseg.eval.inference_model.load_inference_model`)."""
+    model, family, mc = load_inference_model(cfg, device)
+    return model, family, int(mc.image_size)
 
 
 def select_cases(cfg: DictConfig, meta: dict, dataset, checkpoint: str | Path) -> list[str]:
@@ -240,7 +214,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     device = pick_device(str(cfg.trainer.device))
     dist_info = init_distributed(device)
     out_dir = Path(cfg.output_dir)
-    model, variant, size = load_model(cfg, device)  # checkpoint errors before anything is written
+    model, family, size = load_model(cfg, device)  # checkpoint errors before anything is written
     dataset = build_dataset(cfg.dataset)
     label_names = {int(k): v for k, v in dataset.label_names.items() if int(k) > 0}
     split = str(cfg.split)
@@ -285,7 +259,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
         raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None
     transform = build_transform(cfg.dataset.intensity, size)
     protocol = EvalProtocol.from_cfg(cfg)
-    if file_prompts is None:
+    if file_prompts is None and family.propagates:  # slice-by-slice families have an automatic mode
         refuse_automatic_3d(protocol.prompt)
     f3 = cfg.func_3d
     metric_rows: list[dict] = []
@@ -307,23 +281,28 @@ def run_inference(cfg: DictConfig) -> list[dict]:
                 )
                 return None
             vp = prompts_from_file(file_prompts[case_id], (D, H, W), size, case_id, str(cfg.prompts_file))
+        elif protocol.prompt.kind.automatic:  # every declared class, no prompt (slice-by-slice families)
+            vp = VolumePrompts({o: {} for o in range(len(names))}, sorted(names))
         elif label is not None:
             vp = volume_prompts(s["label"].numpy(), names, protocol, case_id)
         else:
             raise DataError(f"{case_id}: no label to draw prompts from: give prompts_file=FILE.json")
-        pred = segment_volume(
+        from_label = file_prompts is None and label is not None
+        extent = extent_from_label(s["label"].numpy(), vp) if from_label else None
+        pred = family.predict_volume(  # SAM2 propagates; the image families segment slice by slice
             model,
             s["image"],
             vp,
-            protocol.prompt.kind
-            if file_prompts is None
-            else KINDS["box"],  # file prompts: boxes and/or clicks
+            KINDS["box"] if file_prompts is not None else protocol.prompt.kind,  # file: boxes and/or clicks
             (H, W),
             threshold=float(f3.threshold),
-            offload=bool(f3.offload),
-            keep_largest=bool(f3.largest_component),
-            exact=bool(f3.get("exact_parity", False)),
-            progress=True,
+            options={
+                "offload": bool(f3.offload),
+                "largest_component": bool(f3.largest_component),
+                "exact_parity": bool(f3.get("exact_parity", False)),
+                "progress": True,
+                "extent": extent,  # slice-by-slice: each organ's key-slice prompt on the slices it spans
+            },
         )
         spacing = tuple(float(x) for x in raw["spacing"])
         target = np.asarray(label) if label is not None else None

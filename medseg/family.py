@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medseg.data.batch import ImageBatch
 from medseg.data.prompts import PromptKind
@@ -32,11 +32,14 @@ class ModelFamily(Protocol):
 
     Attributes:
         name: the family's name (``sam2``, ``sam``, ``cnn``, ``yolo``, ...).
+        propagates: True when :meth:`predict_volume` tracks objects from prompted slices through the
+            volume (SAM2: it needs a prompt on a key slice); False for families that segment slice by slice.
         presets: ``{preset: [fnmatch patterns of parameters that stay trainable]}`` (``model.trainable``).
     """
 
     name: str
     presets: Mapping[str, Sequence[str]]
+    propagates: bool
 
     def build(self, model_cfg: DictConfig) -> Any:
         """The model of ``model_cfg`` (the composed ``model`` node); loads ``model.checkpoint`` when the
@@ -80,6 +83,7 @@ class FamilyBase:
 
     name = "base"
     presets: Mapping[str, Sequence[str]] = {"full": ["*"]}
+    propagates = False
 
     def build(self, model_cfg: DictConfig) -> Any:
         return instantiate(model_cfg.net)
@@ -102,8 +106,18 @@ class FamilyBase:
         raise ValueError(f"model family {self.name!r} has no image predictor")
 
     def predict_volume(self, model, images, prompts, kind, out_hw, *, threshold=0.0, options=None):
-        from medseg.data.volume_prompts import segment_slices
+        """Slice by slice: each object's prompt carried to every slice of its extent (``options["extent"]``
+        ``{object index: (first, last)}``, default its prompted slices' range); automatic mode: every
+        object on every slice."""
+        from medseg.data.volume_prompts import VolumePrompts, carry_prompts, segment_slices
 
+        if kind.automatic:
+            blank = {"box": [0.0] * 4, "points": [], "point_labels": [], "mask_prompt": None, "empty": False}
+            D = images.shape[0]
+            prompts = VolumePrompts({o: dict.fromkeys(range(D), blank) for o in range(len(prompts.obj_ids))},
+                                    list(prompts.obj_ids))  # fmt: skip
+        else:
+            prompts = carry_prompts(prompts, (options or {}).get("extent"))
         return segment_slices(
             lambda batch: self.predict_image(model, batch, kind), images, prompts, out_hw, threshold=threshold
         )
@@ -123,3 +137,37 @@ def build_family(model_cfg: DictConfig) -> ModelFamily:
             f"model.plugin._target_={node._target_}: not a model family (see medseg.family.ModelFamily)"
         )
     return family
+
+
+def build_configured(model_cfg: DictConfig) -> Any:
+    """The model of the composed ``model`` node, as every entry point builds it: the family's ``build``
+    (a builder may load ``model.checkpoint`` itself and set ``weights_info``), else ``model.checkpoint``
+    loaded strictly by the family (``auto`` = ``default_checkpoint``; ``null`` = random init, WARNING).
+    ``model.weights_info`` records the weights (path, sha256; the encoder's own under ``encoder``)."""
+    from hydra.errors import InstantiationException
+
+    from medseg.train.weights import resolve_checkpoint, weights_record
+
+    family = build_family(model_cfg)
+    try:
+        model = family.build(model_cfg)
+    except InstantiationException as e:  # the user's error (bad checkpoint, missing weights), not Hydra's
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError, RuntimeError)):
+            raise e.__cause__ from None
+        raise
+    if getattr(model, "weights_info", None) is not None:  # the builder loaded model.checkpoint itself
+        return model
+    name = str(model_cfg.get("name", "model"))
+    path = resolve_checkpoint(
+        model_cfg.get("checkpoint"),
+        default=model_cfg.get("default_checkpoint"),
+        hint=OmegaConf.select(model_cfg, "net.download_hint"),
+        what=name,
+    )
+    if path is not None:
+        family.load_weights(model, path, f"model={name}")
+    if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
+        path = Path(model.weights_file)
+    enc = getattr(model, "encoder_weights_info", None)
+    model.weights_info = weights_record(path, **({"encoder": enc} if enc is not None else {}))
+    return model

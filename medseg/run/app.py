@@ -7,13 +7,12 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medseg.data.splits import check_same_data, dataset_fingerprint
 from medseg.eval.evaluation import protocol_record
-from medseg.family import build_family
+from medseg.family import build_configured, build_family
 from medseg.run.context import prepare_data, setup_runtime
 from medseg.train.distributed import agree_on_start
 from medseg.train.engine import Engine
@@ -21,7 +20,7 @@ from medseg.train.preemption import RunInterrupted
 from medseg.train.run_folder import rollback_failed_start
 from medseg.train.runtime import finish_distributed, resolve_batch_size
 from medseg.train.task_settings import TaskSettings
-from medseg.train.weights import describe, resolve_checkpoint, weights_record
+from medseg.train.weights import describe
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +37,9 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    """Instantiate ``cfg.model.net`` (loads and checks ``model.checkpoint`` before anything is written)."""
-    try:
-        model = instantiate(cfg.model.net)
-    except (
-        InstantiationException
-    ) as e:  # show the user's error (bad checkpoint, missing weights), not Hydra's wrapper
-        if isinstance(e.__cause__, (ValueError, FileNotFoundError, RuntimeError)):
-            raise e.__cause__ from None
-        raise
-    if getattr(model, "weights_info", None) is None:  # the builder did not load model.checkpoint itself
-        model.weights_info = load_run_checkpoint(model, cfg)
+    """The model of ``cfg.model`` through its family (:func:`medseg.family.build_configured`: loads and
+    checks ``model.checkpoint`` before anything is written)."""
+    model = build_configured(cfg.model)
     log.info("weights: %s", describe(model.weights_info))
     if not isinstance(model, torch.nn.Module):  # e.g. YOLO, trained by its own library
         return model
@@ -57,28 +48,6 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     table = trainable_table(model)
     log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
     return model.to(device)
-
-
-def load_run_checkpoint(model, cfg: DictConfig) -> dict:
-    """Honour ``model.checkpoint`` for models whose builder does not (baselines): our ``checkpoint_*.pth``
-    (or a bare state dict) loaded strictly; ``null`` = random init (WARNING). Returns the weights record,
-    with the encoder's own record (``encoder``) when the model has one."""
-    name = str(cfg.model.get("name", "model"))
-    path = resolve_checkpoint(
-        cfg.model.get("checkpoint"),
-        default=cfg.model.get("default_checkpoint"),
-        hint=OmegaConf.select(cfg, "model.net.download_hint"),
-        what=name,
-    )
-    if path is not None:
-        build_family(cfg.model).load_weights(model, path, f"model={name}")  # strict; YOLO: its .pt
-    if path is None and getattr(model, "weights_file", None):  # YOLO given model.net.weights
-        path = Path(model.weights_file)
-    extra = {}
-    enc = getattr(model, "encoder_weights_info", None)
-    if enc is not None:
-        extra["encoder"] = enc
-    return weights_record(path, **extra)
 
 
 def check_data(cfg: DictConfig, ctx) -> None:

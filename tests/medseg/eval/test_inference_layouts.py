@@ -84,6 +84,7 @@ LAYOUTS = {
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_npy_is_dhw_in_slice_order_and_hd95_has_its_unit(layout, meta_ckpt, tmp_path, monkeypatch):
     import func_3d.inference as inf
+    from sam2_train.family import SAM2Family
 
     writer, dataset, unit, nifti = LAYOUTS[layout]
     expected = writer(tmp_path / "data")
@@ -93,7 +94,7 @@ def test_npy_is_dhw_in_slice_order_and_hd95_has_its_unit(layout, meta_ckpt, tmp_
         assert images.shape[0] == D and tuple(out_hw) == (H, W)
         return np.asarray(seen["last"]["label"]).astype(np.int64).copy()
 
-    monkeypatch.setattr(inf, "segment_volume", reference_as_prediction)
+    monkeypatch.setattr(SAM2Family, "predict_volume", lambda _f, *a, **kw: reference_as_prediction(*a, **kw))
     out = tmp_path / "preds"
     cfg = compose_cfg(
         "inference_3d",

@@ -134,6 +134,7 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
     """With the model replaced by "return the ground truth", the written NIfTI is the label file, voxel for
     voxel: checks reader -> prompts -> (D,H,W) prediction -> writer, independently of the model's quality."""
     import func_3d.inference as inf
+    from sam2_train.family import SAM2Family
 
     seen = record_loaded_cases(monkeypatch, inf)
 
@@ -151,7 +152,7 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
         seen["calls"] = seen.get("calls", 0) + 1
         return label.astype(np.int64).copy()
 
-    monkeypatch.setattr(inf, "segment_volume", fake_segment)
+    monkeypatch.setattr(SAM2Family, "predict_volume", lambda _f, *a, **kw: fake_segment(*a, **kw))
     preds = tmp_path / "preds"
     rows = _infer(trained, volumes, preds)
     ids = _val_ids(trained)
