@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -58,7 +59,7 @@ def check_offline_and_complete(pg: Page, folder: Path) -> None:
     srcs = pg.page.eval_on_selector_all("img", "xs => xs.map(x => x.getAttribute('src'))")
     srcs += sum(
         (
-            eval(s)
+            json.loads(s)
             for s in pg.page.eval_on_selector_all("img[data-srcs]", "xs => xs.map(x => x.dataset.srcs)")
         ),
         [],
