@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from medseg.train.params import apply_trainable as _apply
-from medseg.train.params import param_groups, trainable_table  # noqa: F401  (re-exported)
 
 # SAM2's memory encoder/attention, object pointers and the no-memory / no-object embeddings
 _MEMORY_AND_POINTERS = ["memory_*", "maskmem_*", "obj_ptr*", "no_mem*", "no_obj*", "mask_downsample.*"]

@@ -142,7 +142,7 @@ def build_sam_model(
         load_sam_weights(model, path, variant=variant)
     model.weights_info = weights_record(path)
     if trainable is not None:
-        from sam2_train.trainable import apply_trainable
+        from medseg.train.params import apply_trainable
 
-        apply_trainable(model, trainable, presets=PRESETS)
+        apply_trainable(model, trainable, PRESETS)
     return model.to(device)

@@ -15,7 +15,6 @@ import torch
 
 from medseg.train.checkpoint import CheckpointError, load_state_strict, read_checkpoint, state_dict_of
 from medseg.train.class_prompts import attach_saved_class_prompts
-from sam2_train.checkpoint import guess_variant as guess_sam2_variant
 
 # image-encoder width -> variant (MedSAM is a ViT-B)
 _WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
@@ -48,7 +47,9 @@ def load_sam_weights(model: torch.nn.Module, path: str | Path, *, variant: str |
         )
     sd = adapt_state_dict(sd, model)
     attach_saved_class_prompts(model, sd)  # automatic mode's learned tokens
-    looks = found or guess_sam2_variant(sd)
+    looks = found or (
+        "a SAM2 model (model=sam2.1_hiera_*)" if "image_encoder.trunk.patch_embed.proj.weight" in sd else None
+    )
     load_state_strict(
         model, sd, path, f"SAM {variant or 'model'}", hint=f"; it looks like {looks!r}" if looks else ""
     )

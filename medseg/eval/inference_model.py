@@ -18,9 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from medseg.family import ModelFamily, build_configured, build_family
 from medseg.train.checkpoint import CheckpointError, read_checkpoint
 
-# checkpoints written before model yamls named their family (issue 22): the SAM2 models only
-_SAM2_BEFORE_PLUGINS = {"_target_": "sam2_train.family.SAM2Family"}
-
 
 def _ours(ck: dict) -> bool:
     return str(ck.get("format", "")).startswith("sam2-medical")
@@ -32,11 +29,15 @@ def inference_model_cfg(cfg: DictConfig, ck: dict, path: str) -> DictConfig:
     given = cfg.get("model")
     if _ours(ck):
         mc = OmegaConf.create(ck.get("model_cfg") or {})
-        if "plugin" not in mc:
-            if str(mc.get("variant", "")).startswith("sam2"):
-                mc.plugin = _SAM2_BEFORE_PLUGINS
-            elif given is not None and given.get("name") == mc.get("name"):
-                mc = OmegaConf.merge(given, {"image_size": mc.get("image_size", given.get("image_size"))})
+        if "plugin" not in mc:  # written before model yamls named their family (issue 22)
+            if given is not None and (given.get("variant") or given.get("name")) == (
+                mc.get("variant") or mc.get("name")
+            ):
+                size = mc.get("image_size", given.get("image_size"))
+                mc = OmegaConf.create(OmegaConf.to_container(given, resolve=True))
+                mc.image_size = size
+                if "net" in mc and "image_size" in mc.net:
+                    mc.net.image_size = size
             else:
                 raise CheckpointError(
                     f"{path}: this checkpoint ({mc.get('name')}) does not name its model family: "

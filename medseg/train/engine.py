@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from medseg.eval.tables import append_csv, write_csv
-from medseg.train.checkpoint import CKPT_FORMAT, atomic_torch_save, resume_training, training_state  # noqa: F401
+from medseg.train.checkpoint import atomic_torch_save, resume_training, training_state
 from medseg.train.distributed import wrap_for_training
 from medseg.train.optim import build_optimizer, build_scheduler
 from medseg.train.preemption import PreemptionGuard

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from medseg.train.params import param_groups, trainable_table
 from sam2_train import VARIANTS, CheckpointError, build_sam2_model, load_sam2_weights
 from sam2_train.checkpoint import guess_variant
-from sam2_train.trainable import PRESETS, apply_trainable, param_groups, trainable_table
+from sam2_train.trainable import PRESETS, apply_trainable
 from tests.conftest import ROOT, run_cli
 
 
