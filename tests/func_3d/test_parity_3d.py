@@ -41,7 +41,9 @@ def sensitive_weights(model: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(device):
+    """Ours and Meta's predictor on each device of tests/conftest.py DEVICES (exact parity on CUDA in the
+    ``gpu`` lane); frames stay on the CPU, as a user passes them."""
     torch.manual_seed(0)
     base = build_sam2_model("sam2.1_hiera_t", image_size=S)
     sensitive_weights(base)
@@ -49,7 +51,7 @@ def models():
     predictor.load_state_dict(base.state_dict())
     assert predictor.fill_hole_area == 0 and not predictor.non_overlap_masks
     assert not predictor.binarize_mask_from_pts_for_mem_enc
-    return base.eval(), predictor.eval()
+    return base.to(device).eval(), predictor.to(device).eval()
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +241,8 @@ def label_map(logits: dict[int, torch.Tensor], ids: list[int], shape) -> np.ndar
     out = np.zeros(shape, np.int64)
     for t, m in logits.items():
         best, arg = m.max(0)
-        out[t] = torch.where(best > 0, torch.tensor(ids)[arg], torch.zeros_like(arg)).numpy()
+        ids_t = torch.tensor(ids, device=arg.device)
+        out[t] = torch.where(best > 0, ids_t[arg], torch.zeros_like(arg)).cpu().numpy()
     return out
 
 
@@ -284,7 +287,7 @@ def test_exact_mode_with_organs_keyed_on_different_slices(models, tmp_path, fp32
     )
     assert len(seen) == 1
     for t, m in theirs.items():
-        assert torch.equal(upsample_logits(seen[0].low_res_logits[t], (S, S)), m), f"frame {t}"
+        assert torch.equal(upsample_logits(seen[0].low_res_logits[t], (S, S)), m.cpu()), f"frame {t}"
 
     batched = segment_volume(base, images, vp, "box", (S, S))
     dice = {
