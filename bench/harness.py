@@ -115,8 +115,8 @@ class Bench:
             return measure()
         except torch.cuda.OutOfMemoryError:
             pass  # released below, once the exception (and the frames it holds) is gone
-        gc.collect()
-        if torch.cuda.is_available():
+        if self.gpu and torch.cuda.is_available():
+            gc.collect()
             torch.cuda.empty_cache()
         self.log(f"  {row}: out of memory")
         return {**row, "oom": f"OOM at {capacity_gb(self.device):.0f} GB"}
