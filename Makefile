@@ -9,7 +9,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 export MPLBACKEND := Agg
 export PYTHONUTF8 := 1
 
-.PHONY: venv demo test test-full lint format clean-demo gpu-check gpu-pkgs
+.PHONY: venv demo test test-full lint format clean-demo gpu-check gpu-pkgs notebook
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ test: venv
 
 test-full: venv
 	$(BIN)/python -m pytest -q
+
+# re-executes notebooks/quickstart.ipynb in place (its outputs are committed; tests/test_notebook.py compares)
+notebook: venv
+	$(BIN)/python tools/execute_notebook.py
 
 lint: venv
 	$(BIN)/ruff check .
