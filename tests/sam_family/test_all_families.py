@@ -69,6 +69,8 @@ def test_all_families_run_and_write_one_comparison(data_root, tmp_path):
     assert {json.loads((j / "run_summary.json").read_text())["model"] for j in jobs} == {
         name for name, _ in ARMS.values()
     }
+    for job in jobs:  # the split's test part is scored once after training, YOLO's own loop included
+        assert (job / "test_metrics.csv").is_file() and (job / "test_cases.csv").is_file(), job
     table = (sweep / "comparison" / "comparison.md").read_text(encoding="utf-8")
     assert all(arm in table for arm in ARMS), table[:2000]
     assert (sweep / "comparison" / "comparison_dice.png").is_file()
