@@ -150,6 +150,13 @@ def run_page(folder: Path, files: Path, budget: im.Budget, context: dict) -> dic
         "per_class": per_class,
         "unit": unit,
         "cases_from": which,
+        "legend": im.legend(
+            {
+                int(_float(r["class_id"])): r.get("class_name", "")
+                for r in rows
+                if _float(r.get("class_id")) > 0
+            }
+        ),
         "table": table(cases, cols),
         "notes": notes,
     }

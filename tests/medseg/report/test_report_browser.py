@@ -86,6 +86,7 @@ def test_run_report_in_browser(run2d, browser):
     assert dice == sorted(dice)  # worst first
     assert pg.page.locator("#cases img").count() == 3  # image | reference | prediction of each case
     assert "HD95 (px)" in pg.page.inner_text("#cases thead")
+    assert pg.page.inner_text(".legend").replace(" ", "") == "Colours:polyp"  # the organ colours
     assert pg.page.locator("svg.chart").count() >= 2  # learning curves
     pg.page.click("#cases thead th:nth-child(1)")  # by case id, ascending
     assert pg.case_ids() == sorted(ids)
