@@ -113,6 +113,11 @@ def _vis_dir(folder: Path, summary: dict) -> Path | None:
     return eps[-1] if eps else vis
 
 
+def _epoch(row: dict) -> int:
+    e = _float(row.get("epoch"))
+    return int(e) if math.isfinite(e) else 0
+
+
 def run_page(folder: Path, files: Path, budget: im.Budget, context: dict) -> dict:
     """A training/evaluation run folder."""
     summary = _json(folder / "run_summary.json")
@@ -122,19 +127,21 @@ def run_page(folder: Path, files: Path, budget: im.Budget, context: dict) -> dic
     if not rows:
         rows = _csv(folder / "val_cases.csv")
         if rows:
-            last = max(int(_float(r.get("epoch")) or 0) for r in rows)
-            rows = [r for r in rows if int(_float(r.get("epoch")) or 0) == last]
+            last = max(_epoch(r) for r in rows)
+            rows = [r for r in rows if _epoch(r) == last]
             which = f"epoch {last} (the last validation in val_cases.csv)"
     cases, per_class, classes, unit = case_rows(rows)
     vis = _vis_dir(folder, summary)
-    notes = [] if vis is not None else ["no pictures: the run was made without vis=true"]
-    n = max(1, len(cases))
+    notes = []
+    if vis is None:
+        notes.append(
+            "no pictures: this run folder has no vis/ (2D runs: vis=true; volumes: inference_3d.py's report)"
+        )
     for c in cases:
         src = vis / f"{c['case']}.png" if vis is not None else None
         if src is not None and src.is_file():
             name = im.picture(src, files, _safe(c["case"]), budget)
             c["view"] = {"img": f"{FILES}/{name}"} if name else {"omitted": "size budget reached"}
-        n -= 1
     cols = [
         ("case", "case"),
         ("dice", "Dice (mean over classes)"),
