@@ -9,7 +9,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 export MPLBACKEND := Agg
 export PYTHONUTF8 := 1
 
-.PHONY: venv demo test test-full lint format clean-demo gpu-check gpu-pkgs notebook
+.PHONY: venv demo test test-full lint format clean-demo chromium gpu-check gpu-pkgs notebook
 
 venv: $(STAMP)
 
@@ -26,10 +26,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/python tools/demo.py
 
-test: venv
+chromium:  # Debian's Chromium for the report browser tests (Playwright drives it and downloads no browser)
+	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: venv chromium
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-full: venv
+test-full: venv chromium
 	$(BIN)/python -m pytest -q
 
 # re-executes notebooks/quickstart.ipynb in place (its outputs are committed; tests/test_notebook.py compares)
