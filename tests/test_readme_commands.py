@@ -63,8 +63,8 @@ KV = "dataset.root=data/Kvasir-SEG"
 
 # README command (exactly as in README.md, continuations joined, comment dropped) -> Row
 COMMANDS: dict[str, Row] = {
-    # top: `make test` is this suite; `make demo` is tools/demo.py (not run by this file)
-    "make demo": Row(excluded="`make demo` is tools/demo.py end to end (minutes); not a test of this file"),
+    # top: `make demo` is `make venv` (built) + tools/demo.py (its runs go to --out); `make test` is this suite
+    "make demo": Row(subs=(("make demo", "python tools/demo.py --device cpu --out {work}/demo_out"),)),
     "make test": Row(excluded="`make test` runs this file"),
     # 2. Data
     "python tools/verify_dataset.py dataset=nnunet dataset.root=/data/Dataset001_Liver": Row(
@@ -312,7 +312,7 @@ def _command(cmd: str, row: Row, w: Path) -> str:
         if "{nnunet_multiorgan_run}" in new:
             runs = sorted((w / "outputs" / "nnunet_multiorgan" / "runs").iterdir())
             new = runs[-1].name
-        cmd = cmd.replace(old, new)
+        cmd = cmd.replace(old, new.replace("{work}", str(w)))
     extra = " ".join(shlex.quote(e) for e in row.extra)
     if not extra:
         return cmd
