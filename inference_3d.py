@@ -1,9 +1,11 @@
-"""Segment whole CT/MRI volumes with a (fine-tuned) SAM2 and write .npy + NIfTI masks, pictures, metrics.
+"""Segment whole CT/MRI volumes with any model's checkpoint and write .npy + NIfTI masks, pictures, metrics.
 
     python inference_3d.py checkpoint=outputs/train_3d/runs/.../checkpoint_best.pth dataset=nnunet \
         dataset.root=/data/Dataset001 split=test prompt=box output_dir=preds save_vis=true
 
-A Meta checkpoint needs model=<variant>; our checkpoints carry their variant and image size.
+SAM2 propagates the prompts through the volume; SAM/MedSAM, CNN and YOLO segment slice by slice (each
+organ's key-slice prompt carried over the slices it spans). Our checkpoints name their model; a native
+weights file (Meta's SAM2 .pt, SAM/MedSAM .pth) needs model=<name>.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``inference_3d.py``: propagate prompts through whole volumes and write masks, pictures and metrics.
+"""``inference_3d.py``: segment whole volumes with any family and write masks, pictures and metrics.
 
 Outputs in ``output_dir``:
 

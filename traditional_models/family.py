@@ -38,7 +38,8 @@ class YoloFamily(FamilyBase):
 
         preds = model.predict([to_uint8_image(im) for im in batch.images])
         S = batch.images.shape[-1]
-        ids = sorted({int(c) for c in batch.obj_class.tolist()})
+        ids = getattr(model, "label_ids", None)  # YOLO class i -> label_ids[i] (classes it trained on)
+        ids = list(ids) if ids is not None else None  # None: class i -> id i + 1
         out = torch.full((batch.obj_img.shape[0], S, S), -10.0, device=batch.images.device)
         for b, p in enumerate(preds):
             lab = labels_from_instances(p.masks, p.classes, p.scores, label_ids=ids, shape=(S, S))

@@ -111,19 +111,11 @@ class YoloTask:
         return YOLO(str(check_yolo_weights(yolo.model))).model
 
     def predict(self, model, batch) -> torch.Tensor:
-        from traditional_models.yolo import labels_from_instances
+        """Per-object logits [N,S,S] of the instances ultralytics predicts (the family's image predictor)."""
+        from traditional_models.family import YoloFamily
 
-        imgs = [to_uint8_image(im) for im in batch.images]
-        preds = self.yolo.predict(imgs)
-        S = batch.images.shape[-1]
-        ids = sorted(int(k) for k in self.ctx.label_names if int(k) > 0)
-        out = torch.full((batch.obj_img.shape[0], S, S), -10.0, device=batch.images.device)
-        for b, p in enumerate(preds):
-            lab = labels_from_instances(p.masks, p.classes, p.scores, label_ids=ids, shape=(S, S))
-            lab = torch.as_tensor(lab, device=out.device)
-            for n in (batch.obj_img == b).nonzero().flatten().tolist():
-                out[n][lab == batch.obj_class[n]] = 10.0
-        return out
+        self.yolo.label_ids = sorted(int(k) for k in self.ctx.label_names if int(k) > 0)
+        return YoloFamily().predict_image(self.yolo, batch, self.settings.prompt.kind)
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
         return evaluate_2d(self, model, self.ctx, self.settings, vis_dir=vis_dir)
