@@ -69,7 +69,7 @@ def test_sam_with_prompts_file_and_masks_writes_metrics(folder, tmp_path):
                f"mask_dir={folder / 'masks'}")  # fmt: skip
     rows = run_inference_2d(cfg)
     assert sorted({r["case_id"] for r in rows}) == stems and (out / "metrics.csv").is_file()
-    assert all(r["class"] in (1, "1", "foreground") or "dice" in r for r in rows)
+    assert rows and all("dice" in r for r in rows)
     assert all(np.load(out / f"{s}.npy").shape == (48, 48) for s in stems)
 
 
