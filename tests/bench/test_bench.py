@@ -47,7 +47,7 @@ def test_timed_tasks_build_from_the_real_configs(tmp_path):
     from bench.workloads import base_overrides, compose
 
     cfg2 = compose("train_2d", base_overrides(64, "cpu"), tmp_path / "2d")
-    assert image_task(cfg2).classes == [1]
+    assert image_task(cfg2).parts.classes == [1]
     cfg3 = compose("train_3d", base_overrides(64, "cpu"), tmp_path / "3d")
     task = video_task(cfg3, batch_clips=False, checkpointing=True)
     assert (task.batch_clips, task.checkpointing) == (False, True)

@@ -64,13 +64,19 @@ LOSS_TARGETS = {
     "dice_bce": "medseg.train.losses.DiceBCELoss",
     "dice_ce": "medseg.train.losses.DiceCELoss",
     "sam2": "medseg.train.losses.SAM2Loss",
+    "medical_sam2_bce": "medseg.train.losses.DiceBCELoss",  # BCE only: Dice and IoU weights 0, pos_weight 2
 }
 SCHEDULER_TARGETS = {
     "constant": "medseg.train.optim.warmup_constant",
     "cosine": "medseg.train.optim.warmup_cosine",
     "step": "torch.optim.lr_scheduler.StepLR",
 }
-OPTIM_TARGETS = {"adamw": "torch.optim.AdamW", "adamw_layered": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+OPTIM_TARGETS = {
+    "adamw": "torch.optim.AdamW",
+    "adamw_layered": "torch.optim.AdamW",
+    "sgd": "torch.optim.SGD",
+    "medical_sam2_adam": "torch.optim.Adam",
+}
 META_SIZES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}  # Meta's published file names
 
 
@@ -116,6 +122,8 @@ def _assert_composed(group: str, name: str, cfg) -> None:
         assert p.n_pos == (1 if name == "click" else 0)
     elif group == "loss":
         assert cfg.loss._target_ == LOSS_TARGETS[name]
+        if name == "medical_sam2_bce":  # Medical-SAM2: BCEWithLogits(pos_weight=2) and nothing else
+            assert (cfg.loss.dice_weight, cfg.loss.iou_weight, cfg.loss.pos_weight) == (0, 0, 2)
     elif group == "optim":
         o = cfg.optim
         assert o._target_ == OPTIM_TARGETS[name] and o._partial_ is True and o.lr > 0
@@ -123,6 +131,11 @@ def _assert_composed(group: str, name: str, cfg) -> None:
             assert len(o.param_groups) == 1
             g = o.param_groups[0]
             assert g.pattern == "image_encoder.*" and 0 < g.lr < o.lr
+        elif name == "medical_sam2_adam":  # Adam, no decay; the memory modules at 1e-8
+            assert o.weight_decay == 0 and {g.pattern: g.lr for g in o.param_groups} == {
+                "memory_attention.*": 1e-8,
+                "memory_encoder.*": 1e-8,
+            }
         else:
             assert list(o.param_groups) == []
     elif group == "scheduler":

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from medseg.run.rundir import LOCK_NAME, RunFolderCallback
 from tests.conftest import SMALL, compose_cfg, run_entry
@@ -266,7 +267,10 @@ def _our_checkpoint(path, **extra):
 
     torch.manual_seed(0)
     model = build_sam2_model("sam2.1_hiera_t", image_size=64)
-    mc = {"name": "sam2.1_hiera_t", "variant": "sam2.1_hiera_t", "image_size": 64}
+    # the model node a training run records (family plugin included), as a real checkpoint holds it
+    cfg = compose_cfg("train_3d", ["model=sam2.1_hiera_t", "model.image_size=64"], path.parent / "compose")
+    mc = OmegaConf.to_container(cfg.model, resolve=True)
+    mc["checkpoint"] = None
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": "sam2-medical/1", "model": model.state_dict(), "model_cfg": mc, **extra}, path)
     return path
