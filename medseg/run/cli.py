@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
+from pathlib import Path
 
 from hydra.errors import InstantiationException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
@@ -14,6 +16,66 @@ from medseg.eval.sweep import register_resolvers
 
 EXIT_USER_ERROR = 2  # a user's mistake (bad option, file, folder): one line, exit 2, like a usage error
 
+
+def _hydra_config_error_line(ex: BaseException) -> str:
+    """Hydra's several-line composition error (an override typo, an unknown group option) as one line.
+
+    Hydra's hint "To append to your config use +key=value" is dropped: an added key that no config
+    declares is refused by :func:`medseg.run.config_check.check_added_keys` anyway.
+    """
+    parts = [str(ex)]
+    if ex.__cause__ is not None and str(ex.__cause__) not in parts[0]:
+        parts.append(str(ex.__cause__))
+    lines = []
+    for text in parts:
+        for ln in text.split("Config search path:")[0].splitlines():
+            ln = ln.strip()
+            if not ln or ln.startswith(("To append to your config use", "full_key:", "object_type=")):
+                continue
+            lines.append(ln)
+    msg = "; ".join(lines).replace(":;", ":").replace(".;", ";").rstrip(".;")
+    msg = msg.replace("Available options in", "available options in")
+    cause = ex.__cause__
+    parent, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
+    if key is not None and hasattr(parent, "keys"):  # a typo in an option name: the closest one
+        close = difflib.get_close_matches(str(key), [str(k) for k in parent.keys()], n=1)
+        if close:
+            msg += f" (did you mean {close[0]}?)"
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "the script"
+    return f"{msg}; `python {script} --help` lists the config groups and their options"
+
+
+def _reraise(ex: BaseException):
+    raise ex
+
+
+def one_line_hydra_errors() -> None:
+    """Make Hydra's own config-composition errors one ``error:`` line with exit status 2, like every other
+    user error (``HYDRA_FULL_ERROR=1`` or ``SAM2MED_TRACEBACK=1`` keep Hydra's report). Errors raised by the
+    job itself are not Hydra's composition errors and keep their own handling."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import CompactHydraException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_one_line", False):
+        return
+
+    def run_and_report(func):
+        if os.environ.get("HYDRA_FULL_ERROR") or os.environ.get("SAM2MED_TRACEBACK"):
+            return original(func)
+        try:
+            return func()
+        except CompactHydraException as ex:
+            print(f"error: {_hydra_config_error_line(ex)}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        except Exception as ex:  # noqa: BLE001 - Hydra's own report for everything else
+            return original(functools.partial(_reraise, ex))
+
+    run_and_report._one_line = True
+    hydra_utils.run_and_report = run_and_report
+
+
+one_line_hydra_errors()  # before @hydra.main composes: a typo in an override is one line, exit 2
 register_resolvers()  # before @hydra.main composes: conf/hydra/default.yaml names sweep job folders with it
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

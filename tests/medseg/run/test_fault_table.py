@@ -232,6 +232,36 @@ def f_cli_added_key_typo(t, capsys, **_):
 
 
 @row
+def f_cli_override_typo_is_one_line_naming_the_closest_option(t, capsys, **_):
+    """Hydra's own composition errors (an option name typo without ``+``) are one line, exit 2, too."""
+    r = run_cli("train_2d.py", *CLI_SMALL, "trainer.max_epoch=3", f"hydra.run.dir={t / 'run'}", timeout=300)
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert (
+        err[0].startswith("error: ")
+        and "trainer.max_epoch" in err[0]
+        and "did you mean max_epochs?" in err[0]
+    )
+    assert "+trainer.max_epoch" not in err[0]  # Hydra's "+key" hint would add a stray key
+    assert not (t / "run").exists()
+
+
+def test_hydra_composition_errors_become_one_line():
+    """The line built from Hydra's group-option error: the options listed, not Hydra's search path."""
+    from hydra.errors import MissingConfigException
+
+    from medseg.run.cli import _hydra_config_error_line
+
+    ex = MissingConfigException(
+        "In 'train_2d': Could not find 'optim/sgdd'\n\nAvailable options in 'optim':\n\tadamw\n\tsgd\n"
+        "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf",
+        missing_cfg_file="optim/sgdd",
+    )
+    line = _hydra_config_error_line(ex)
+    assert "\n" not in line and "optim/sgdd" in line and "adamw; sgd" in line and "search path" not in line
+
+
+@row
 def f_cli_slurm_launcher_off_a_cluster(t, capsys, **_):
     sweep = t / "sweep"
     r = run_cli(
