@@ -246,6 +246,7 @@ def label_map(logits: dict[int, torch.Tensor], ids: list[int], shape) -> np.ndar
     return out
 
 
+@pytest.mark.slow  # 28 s; the other exact-mode parity tests stay in make test
 def test_exact_mode_with_organs_keyed_on_different_slices(models, tmp_path, fp32_memory, monkeypatch):
     """Issue 12 (8), bench/run.py --quick's case: 13 organs keyed on 7 of 12 slices (about 12 s on an
     idle 2-thread CPU). Exact mode gives the predictor's logits and label volume bit for bit. The

@@ -20,7 +20,12 @@ def tiny():
     return build_sam2_model("sam2.1_hiera_t", image_size=64)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(v, marks=pytest.mark.slow) if v.endswith("_l") else v for v in sorted(VARIANTS)
+    ],  # Hiera-L: 6 s each
+)
 def test_meta_format_round_trip(variant, tmp_path):
     torch.manual_seed(1)
     m = build_sam2_model(variant, image_size=64)

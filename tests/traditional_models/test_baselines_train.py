@@ -51,6 +51,7 @@ def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
     assert rows[0].startswith("epoch,case_id") and len(rows) > 1
 
 
+@pytest.mark.slow  # 19 s; each baseline's own train test stays in make test
 def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
     """experiment=kvasir_baselines: five arms on one split as a Hydra multirun, then tools/compare.py."""
     import csv

@@ -293,6 +293,7 @@ def test_train_slurm_script_maps_models(tmp_path):
     assert "#SBATCH --gres=gpu:1" in text and "apptainer exec --nv" in text and "train_2d.py" in text
 
 
+@pytest.mark.slow  # 15 s; the multirun sweep-summary test in test_sweep.py stays in make test
 def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path):
     sweep = tmp_path / "sweep"
     r = run_cli(

@@ -167,6 +167,7 @@ def test_sweep_into_a_used_sweep_dir_is_refused(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- no file passed by a user runs code
+@pytest.mark.slow  # 11 s; the in-process code-pickle test and the CLI gadget tests stay in make test
 def test_cli_yolo_weights_with_code_are_refused(kvasir, tmp_path):
     pytest.importorskip("ultralytics")
     marker = tmp_path / "PWNED"

@@ -288,6 +288,7 @@ def test_overfit_four_images(tmp_path):
     assert max(dice) > 0.8, dice
 
 
+@pytest.mark.slow  # 27 s; test_distributed.py's DDP equality tests and the 3D torchrun test stay in make test
 def test_ddp_two_processes_match_one_process(data_root, tmp_path):
     """2 gloo processes with batch 1 each == 1 process with batch 2 (SGD, so float summation-order noise is
     not amplified by Adam's normalisation; tolerance 1e-5 absolute on every weight)."""
