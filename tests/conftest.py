@@ -191,4 +191,6 @@ def pytest_runtest_makereport(item, call):
         reason = str(rep.longrepr[2])
         if any(s in reason for s in MISSING_PACKAGE_SKIP):
             rep.outcome = "failed"
-            rep.longrepr = f"{item.nodeid}: skipped for a missing package that `make venv` installs ({reason})"
+            rep.longrepr = (
+                f"{item.nodeid}: skipped for a missing package that `make venv` installs ({reason})"
+            )

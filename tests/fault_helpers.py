@@ -53,7 +53,11 @@ def finished_run(folder: Path) -> dict[str, bytes]:
     """A folder as a finished run leaves it (checkpoints, tables, summary, .hydra/)."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text("dataset:\n  name: kvasir\n")
-    last = {"format": "sam2-medical/1", "model": {"w": torch.ones(2)}, "optimizer": {}}  # a training checkpoint
+    last = {
+        "format": "sam2-medical/1",
+        "model": {"w": torch.ones(2)},
+        "optimizer": {},
+    }  # a training checkpoint
     torch.save(last, folder / "checkpoint_last.pth")
     (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,2,0.5\n")
     (folder / "run_summary.json").write_text(json.dumps({"epochs": 1}))

@@ -106,7 +106,9 @@ def prepare_data(
             ImageSamples(train_v, ctx.train_transform, augment=bool(aug)) if train_v is not None else None
         )
         ctx.val_samples = ImageSamples(val_v, ctx.val_transform, augment=False) if val_v is not None else None
-        ctx.test_samples = ImageSamples(test_v, ctx.val_transform, augment=False) if test_v is not None else None
+        ctx.test_samples = (
+            ImageSamples(test_v, ctx.val_transform, augment=False) if test_v is not None else None
+        )
         ctx.collate = functools.partial(collate_2d, prompt_cfg=cfg.prompt)
     ctx.train_cases, ctx.val_cases, ctx.test_cases = train_v, val_v, test_v
     if bool(cfg.get("train", True)) and (train_v is None or len(train_v) == 0):

@@ -12,14 +12,12 @@ from PIL import Image
 
 from medseg.data import synthetic
 from tests.fault_helpers import evil_pickle, finished_run, inference_cfg, snapshot
-from tests.medseg.run.fault_table_base import (  # noqa: F401
-    ROWS,
+from tests.medseg.run.fault_table_base import (
     _kvasir,
     _nii_edit,
     _nnunet,
     _train2d,
     _train3d,
-    callback,
     preflight,
     refused,
     row,

@@ -21,13 +21,12 @@ import pytest
 import tests.medseg.run.fault_rows_inputs  # noqa: F401,E402  (registers the data and weights rows first)
 from tests.conftest import CLI_SMALL, SMALL, compose_cfg, run_cli, run_torchrun
 from tests.fault_helpers import finished_run, inference_cfg, one_line_exit
-from tests.medseg.run.fault_table_base import (  # noqa: F401,E402
+from tests.medseg.run.fault_table_base import (
     ROWS,
     _kvasir,
     _nii_edit,
     _nnunet,
     _train2d,
-    _train3d,
     callback,
     preflight,
     refused,
