@@ -51,6 +51,8 @@ def load_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, 
     """The model of ``checkpoint=`` (ours of any family, or a native file with ``model=``), its family and
     image size (:func:`medseg.eval.inference_model.load_inference_model`)."""
     model, family, mc = load_inference_model(cfg, device)
+    if isinstance(getattr(model, "weights_info", None), dict):  # the run's record names the model it used
+        model.weights_info.setdefault("model", str(mc.get("name") or mc.get("variant")))
     return model, family, int(mc.image_size)
 
 
@@ -364,6 +366,7 @@ def write_inference_summary(out_dir: Path, cfg, model, protocol, summary: dict, 
 
     info = {
         "task": "inference_3d",
+        "model": (getattr(model, "weights_info", None) or {}).get("model"),
         "checkpoint": str(cfg.checkpoint),
         "weights": getattr(model, "weights_info", None),
         "eval_protocol": protocol.record(),

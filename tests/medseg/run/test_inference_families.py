@@ -4,6 +4,8 @@ nnU-Net layout slice by slice (each organ's key-slice box carried over the slice
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -74,3 +76,5 @@ def test_inference_3d_with_an_image_family_writes_masks_on_the_input_grid(model,
             empty = ~lab.reshape(lab.shape[0], -1).any(1)
             assert not pred[empty].any()
     assert (out / "metrics.csv").is_file()
+    summary = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
+    assert summary["model"] == model and summary["weights"]["model"] == model  # the record names its model
