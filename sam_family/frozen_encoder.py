@@ -1,10 +1,10 @@
 """Frozen encoder + small trained decoder (``model=frozen_encoder_decoder``): SAM ViT-B or ResNet-50.
 
 ``model.encoder`` chooses the encoder: ``sam_vit_b`` (SAM's image encoder and neck, ``[B,256,S/16,S/16]``),
-``resnet50`` (ImageNet ResNet-50 up to ``layer4``, :class:`ResNet50FrozenDecoder`), or ``auto``: SAM
-when its weights file exists, otherwise ResNet-50. The decoder is the same head for both
-(:func:`traditional_models.resnet50_frozen_decoder.simple_decoder`). The choice is logged and recorded
-in ``model.weights_info["encoder"]`` (``run_summary.json`` -> ``weights``).
+``resnet50`` (ImageNet ResNet-50 up to ``layer4``: :class:`medseg.train.segmenter.FrozenEncoderDecoder`,
+the model of ``model=resnet50_frozen_decoder``), or ``auto``: SAM when its weights file exists, otherwise
+ResNet-50. The decoder is the same head for both (:func:`medseg.train.segmenter.simple_decoder`). The
+choice is logged and recorded in ``model.weights_info["encoder"]`` (``run_summary.json`` -> ``weights``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medseg.train.segmenter import (
+    RESNET50_CHANNELS,
+    FrozenEncoderDecoder,
+    SemanticSegmenter,
+    resnet50_trunk,
+    simple_decoder,
+)
 from medseg.train.weights import AUTO, is_unset, resolve_checkpoint, weights_record
-from traditional_models import SemanticSegmenter
-from traditional_models.resnet50_frozen_decoder import ResNet50FrozenDecoder, simple_decoder
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +89,12 @@ def _sam_vit_b(
     return model, weights_record(sam_path)
 
 
-def _resnet50(*, resnet_weights, image_size, num_classes, decoder_channels, **_):
-    model = ResNet50FrozenDecoder(
-        num_classes=num_classes, encoder_weights=resnet_weights, decoder_channels=decoder_channels,
-        image_size=image_size,
-    )  # fmt: skip
-    return model, model.encoder_weights_info  # the file is hashed once, by build_resnet
+def _resnet50(*, resnet_weights, num_classes, decoder_channels, **_):
+    encoder, record = resnet50_trunk(resnet_weights, "frozen_encoder_decoder (resnet50)")
+    model = FrozenEncoderDecoder(
+        encoder, RESNET50_CHANNELS, num_classes=num_classes, decoder_channels=decoder_channels
+    )
+    return model, record  # the file is hashed once, by build_resnet
 
 
 ENCODERS = {"sam_vit_b": _sam_vit_b, "resnet50": _resnet50}

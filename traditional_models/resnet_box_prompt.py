@@ -12,8 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from traditional_models import ObjectSegmenter, check_object_inputs
-from traditional_models.resnet50_frozen_decoder import build_resnet
+from medseg.train.segmenter import ObjectSegmenter, build_resnet, check_object_inputs
 
 __all__ = ["ResNetBoxPrompt", "rasterize_boxes"]
 

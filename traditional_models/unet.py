@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import UNet as MonaiUNet
 
-from traditional_models import SemanticSegmenter
+from medseg.train.segmenter import SemanticSegmenter
 
 __all__ = ["UNet"]
 

@@ -35,7 +35,7 @@ def test_seed_000_resnet_scratch_arm_is_512_px_for_50_epochs(tmp_path):
 
 # seed 001: frozen SAM ViT-B + SimpleDecoder; its 80/10/10 split's test part is scored at the end.
 def test_seed_001_simple_decoder_is_one_transposed_conv_upsampling_x2():
-    from traditional_models.resnet50_frozen_decoder import simple_decoder
+    from medseg.train.segmenter import simple_decoder
 
     dec = simple_decoder(32, 16, 1)
     ups = [m for m in dec.modules() if isinstance(m, torch.nn.ConvTranspose2d)]

@@ -284,7 +284,7 @@ def test_yolo_weights_never_call_a_class(key, target, tmp_path, capsys):
 @pytest.mark.parametrize("where", ["model.checkpoint", "trainer.resume", "encoder_weights"])
 def test_code_pickles_are_refused_everywhere(where, tmp_path, capsys):
     from medseg.train.checkpoint import read_checkpoint
-    from traditional_models.resnet50_frozen_decoder import load_resnet_weights
+    from medseg.train.segmenter import load_resnet_weights
 
     marker = tmp_path / "PWNED"
     path = evil_pickle(tmp_path / "evil.pth", marker)
