@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import medseg.run  # noqa: F401  (stores the option schemas the conf/ yaml files build on)
 import sam2_train  # noqa: F401  (imports sam2 once and clears its Hydra state, before any compose)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -260,7 +260,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     except OSError as e:
         raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None
     transform = build_transform(cfg.dataset.intensity, size)
-    protocol = EvalProtocol.from_cfg(cfg)
+    protocol = EvalProtocol.from_cfg(cfg, "3d")
     if file_prompts is None and family.propagates:  # slice-by-slice families have an automatic mode
         refuse_automatic_3d(protocol.prompt)
     f3 = cfg.func_3d

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+import medseg.run  # noqa: F401  (stores the option schemas the conf/ yaml files build on)
 import sam2_train  # noqa: F401  (imports sam2 once and clears its Hydra state)
 
 ROOT = Path(__file__).resolve().parents[1]

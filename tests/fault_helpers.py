@@ -45,6 +45,36 @@ def callback_exit(cfg, capsys) -> str:
     return lines[0]
 
 
+def composed(root: str, overrides: list[str], out_dir: Path):
+    """What the command line does before the run starts, as one callable: compose ``root`` with
+    ``overrides`` (a composition error is the entry points' one line, exit 2), then the run-folder
+    callback (the config checks). For ``refused``/``one_line_exit``-style assertions."""
+    from hydra.errors import CompactHydraException
+
+    from medseg.run.cli import exit_with_composition_error
+
+    def start():
+        try:
+            cfg = compose_cfg(root, overrides, out_dir)
+        except CompactHydraException as ex:
+            exit_with_composition_error(ex)
+        RunFolderCallback().on_run_start(config=cfg)
+
+    return start
+
+
+def composed_exit(root: str, overrides: list[str], out_dir: Path, capsys) -> str:
+    """:func:`composed` asserted as one ``error:`` line, exit 2, no traceback; returns the line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        composed(root, overrides, out_dir)()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -46,7 +46,7 @@ def _clips_3d(bench: Bench, tmp: Path, ov: list[str], rng, repeats: int) -> dict
         )
         ctx3 = prepare_data(cfg3, tmp / f"run3d_{name}", mode="3d")
         clips = ClipSamples(
-            ctx3.train_cases, ctx3.train_transform, cfg3.func_3d, TaskSettings.from_cfg(cfg3).prompt
+            ctx3.train_cases, ctx3.train_transform, cfg3.func_3d, TaskSettings.from_cfg(cfg3, "3d").prompt
         )
         for i in range(len(clips)):  # fills the cache (and the page cache for both)
             clips.get(i, rng)

@@ -25,6 +25,7 @@ from scipy.ndimage import distance_transform_edt
 
 from medseg.data.datasets.base import to_plain
 from medseg.errors import DataError
+from medseg.options import check_options, opt
 
 EMPTY_MODES = ("skip", "negative")
 KEY_SLICE = ("largest", "middle")
@@ -93,14 +94,16 @@ PROMPT_TYPES = tuple(KINDS)
 
 @dataclass
 class PromptConfig:
-    type: str = "box"
-    jitter_px: float = 0.0
-    jitter_frac: float = 0.0
-    n_pos: int = 1
-    n_neg: int = 0
-    freq: int | None = None
-    key_slice: str = "largest"
-    empty: str = "skip"
+    """``prompt.*`` (the schema of ``conf/prompt``; the presets there say only what differs)."""
+
+    type: str = "box"  # one of KINDS (checked by validate: a registered kind may be added)
+    jitter_px: float = opt(0.0, ge=0)
+    jitter_frac: float = opt(0.0, ge=0)
+    n_pos: int = opt(1, ge=0)
+    n_neg: int = opt(0, ge=0)
+    freq: int | None = opt(None, kind="int", ge=0)
+    key_slice: str = opt("largest", choices=KEY_SLICE)
+    empty: str = opt("skip", choices=EMPTY_MODES)
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> PromptConfig:
@@ -121,20 +124,12 @@ class PromptConfig:
     def validate(self) -> None:
         if self.type not in PROMPT_TYPES:
             raise DataError(f"prompt.type: '{self.type}' is not one of {list(PROMPT_TYPES)}")
-        if self.empty not in EMPTY_MODES:
-            raise DataError(f"prompt.empty: '{self.empty}' is not one of {list(EMPTY_MODES)}")
-        if self.key_slice not in KEY_SLICE:
-            raise DataError(f"prompt.key_slice: '{self.key_slice}' is not one of {list(KEY_SLICE)}")
-        if self.jitter_px < 0 or self.jitter_frac < 0:
-            raise DataError(
-                f"prompt.jitter_px/jitter_frac: must be >= 0, got {self.jitter_px}, {self.jitter_frac}"
-            )
-        if self.n_pos < 0 or self.n_neg < 0:
-            raise DataError(f"prompt.n_pos/n_neg: must be >= 0, got {self.n_pos}, {self.n_neg}")
+        try:
+            check_options(self, "prompt")
+        except ValueError as e:
+            raise DataError(str(e)) from None
         if self.kind.clicks and self.n_pos + self.n_neg == 0:
             raise DataError("prompt.n_pos: click prompts need n_pos + n_neg >= 1")
-        if self.freq is not None and int(self.freq) < 0:
-            raise DataError(f"prompt.freq: must be >= 0 or null, got {self.freq}")
 
 
 def box_from_mask(

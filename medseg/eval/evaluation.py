@@ -55,27 +55,18 @@ class EvalProtocol:
     threshold: float = 0.0
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> EvalProtocol:
-        """From a run config: ``prompt``, ``eval_prompt`` (jitter_px, jitter_frac, seed), ``func_3d.val_prompt``."""
-        from omegaconf import OmegaConf
-
-        ep = OmegaConf.select(cfg, "eval_prompt", default=None) or {}
-        mode = str(OmegaConf.select(cfg, "func_3d.val_prompt", default="key_slice") or "key_slice")
-        if mode not in ("key_slice", "freq"):
-            raise ValueError(f"func_3d.val_prompt={mode!r} must be key_slice or freq")
-        jp, jf = float(ep.get("jitter_px", 0.0) or 0.0), float(ep.get("jitter_frac", 0.0) or 0.0)
-        if jp < 0 or jf < 0:
-            raise ValueError(f"eval_prompt.jitter_px/jitter_frac must be >= 0, got {jp}, {jf}")
-        thr = OmegaConf.select(cfg, "func_2d.threshold", default=None)
-        if thr is None:
-            thr = OmegaConf.select(cfg, "func_3d.threshold", default=0.0)
+    def from_cfg(cls, cfg: Any, mode: str = "2d") -> EvalProtocol:
+        """From a composed run config (:class:`medseg.schema.TrainConfig` / ``Inference3DConfig``): ``prompt``,
+        ``eval_prompt`` (jitter_px, jitter_frac, seed), ``func_3d.val_prompt`` and the threshold of
+        ``func_2d`` (``mode="2d"``) or ``func_3d`` (``"3d"``). Ranges were checked with the config."""
+        ep = cfg.eval_prompt
         return cls(
             prompt=PromptConfig.from_cfg(cfg.prompt),
-            jitter_px=jp,
-            jitter_frac=jf,
-            seed=int(ep.get("seed", 0) or 0),
-            mode_3d=mode,
-            threshold=float(thr or 0.0),
+            jitter_px=float(ep.jitter_px),
+            jitter_frac=float(ep.jitter_frac),
+            seed=int(ep.seed),
+            mode_3d=str(cfg.func_3d.val_prompt),
+            threshold=float(cfg[f"func_{mode}"].threshold),
         )
 
     def prompt_cfg(self) -> PromptConfig:

@@ -46,7 +46,7 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     from medseg.train.params import trainable_table
 
     table = trainable_table(model)
-    log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.get("name", "model"), table)
+    log.info("parameters of %s (trainable / frozen per module):\n%s", cfg.model.name, table)
     return model.to(device)
 
 
@@ -61,7 +61,8 @@ def check_data(cfg: DictConfig, ctx) -> None:
 def build_task(cfg: DictConfig, ctx, task_key: str):
     """The model family's task (``cfg.model.<task_key>``, e.g. ``task_2d``): it receives the run's
     :class:`TaskSettings` and its own options (bound in the model yaml), never the whole config."""
-    return instantiate(cfg.model[task_key])(ctx=ctx, settings=TaskSettings.from_cfg(cfg))
+    mode = "3d" if task_key == "task_3d" else "2d"
+    return instantiate(cfg.model[task_key])(ctx=ctx, settings=TaskSettings.from_cfg(cfg, mode))
 
 
 def prepare_model(cfg: DictConfig, task, model) -> int:
@@ -69,8 +70,7 @@ def prepare_model(cfg: DictConfig, task, model) -> int:
     only) through the family's contract (:class:`medseg.family.ModelFamily`), then the task's own
     ``prepare_model`` (learned class prompts). Returns how many encoder blocks are checkpointed."""
     n = 0
-    wanted = bool(OmegaConf.select(cfg, "trainer.activation_checkpointing", default=False))
-    if wanted and cfg.get("train", True):
+    if cfg.trainer.activation_checkpointing and cfg.train:
         n = build_family(cfg.model).enable_activation_checkpointing(model)
         log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
         if n == 0:
@@ -105,8 +105,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         )  # a copy: the user's cfg is not written
     engine, started = None, False
     try:
-        check_loggers(cfg.get("logger"))  # a missing optional package: refused before the model is built
-        resuming = resume_preflight(cfg, out, announce=True) if cfg.get("train", True) else None
+        check_loggers(cfg.logger)  # a missing optional package: refused before the model is built
+        resuming = resume_preflight(cfg, out, announce=True) if cfg.train else None
         device, dist_info = setup_runtime(cfg)
         model = build_model(cfg, device)
         ctx = prepare_data(cfg, out, mode=mode, device=device, dist_info=dist_info, preflight=True)
@@ -138,11 +138,11 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         agree_on_start(None)  # every rank set up: or all stop with the failing rank's one line
         if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
             engine.model = (
-                task.fit_external(model, out, device) if cfg.get("train", True) else task.load_external(model)
+                task.fit_external(model, out, device) if cfg.train else task.load_external(model)
             )
             summary = engine.evaluate()
             result = summary.get(str(cfg.trainer.monitor))
-        elif cfg.get("train", True):
+        elif cfg.train:
             result = engine.fit()
         else:
             summary = engine.evaluate()
@@ -156,7 +156,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         if not started and isinstance(e, Exception):
             agree_on_start(e)  # the other ranks wait there: they stop quietly, this rank prints
         raise
-    metric = cfg.get("optimized_metric")
+    metric = cfg.optimized_metric
     if metric and engine.history:
         vals = [r.get(metric) for r in engine.history if r.get(metric) is not None]
         result = max(vals) if vals else None

@@ -23,6 +23,9 @@ def _hydra_config_error_line(ex: BaseException) -> str:
     Hydra's hint "To append to your config use +key=value" is dropped: an added key that no config
     declares is refused by :func:`medseg.run.config_check.check_added_keys` anyway.
     """
+    typed = _schema_type_error(ex.__cause__)
+    if typed:
+        return typed
     parts = [str(ex)]
     if ex.__cause__ is not None and str(ex.__cause__) not in parts[0]:
         parts.append(str(ex.__cause__))
@@ -39,14 +42,40 @@ def _hydra_config_error_line(ex: BaseException) -> str:
     parent, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
     if key is not None and hasattr(parent, "keys"):  # a typo in an option name: the closest one
         close = difflib.get_close_matches(str(key), [str(k) for k in parent.keys()], n=1)
-        if close:
+        if close and close[0] != str(key):
             msg += f" (did you mean {close[0]}?)"
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "the script"
     return f"{msg}; `python {script} --help` lists the config groups and their options"
 
 
+def _schema_type_error(cause: BaseException | None) -> str | None:
+    """``<option>: expected <what>, got <value>`` for a value OmegaConf could not convert to the type of a
+    schema field (:mod:`medseg.schema`), worded as :func:`medseg.options.check_options` words a range."""
+    import dataclasses
+
+    from medseg.options import rule_of
+
+    schema, key = getattr(cause, "object_type", None), getattr(cause, "key", None)
+    if schema is None or key is None or not dataclasses.is_dataclass(schema):
+        return None
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    rule = rule_of(fields[str(key)]) if str(key) in fields else None
+    if rule is None:
+        return None
+    value = getattr(cause, "value", None)
+    full_key = getattr(cause, "full_key", None) or str(key)
+    return f"{full_key}: expected {rule.expected()}, got {value!r}"
+
+
 def _reraise(ex: BaseException):
     raise ex
+
+
+def exit_with_composition_error(ex: BaseException):
+    """Print Hydra's composition error ``ex`` as one ``error:`` line and exit 2 (what the entry points do
+    for a typo, a wrong type or an unknown key in an override)."""
+    print(f"error: {_hydra_config_error_line(ex)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def one_line_hydra_errors() -> None:
@@ -66,8 +95,7 @@ def one_line_hydra_errors() -> None:
         try:
             return func()
         except CompactHydraException as ex:
-            print(f"error: {_hydra_config_error_line(ex)}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USER_ERROR)
+            exit_with_composition_error(ex)
         except Exception as ex:  # noqa: BLE001 - Hydra's own report for everything else
             return original(functools.partial(_reraise, ex))
 

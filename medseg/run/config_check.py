@@ -1,147 +1,22 @@
-"""Type and range of every numeric (and enumerated) option, checked before anything is built.
+"""Config checks run right after Hydra composes, before anything is built or written.
 
-One table, :data:`RULES`: ``"group.option": Rule(...)``. :func:`validate_config` checks each option that
-is present in the config (absent ones are skipped: not every root has every group) and raises one
-``ValueError`` naming the option, the value given and what is expected, e.g.::
+The type, default and range of every option live in one place, the schemas (:mod:`medseg.schema`,
+:class:`medseg.data.prompts.PromptConfig`): OmegaConf refuses a wrong type or an unknown key while Hydra
+composes; :func:`validate_config` then checks every field's :class:`medseg.options.Rule` and refuses an
+option added with ``+key=value`` that nothing reads (Hydra adds those even to a typed node)::
 
-    optim.lr: expected a number > 0, got 'abc'
+    optim.lr: expected a number > 0, got -1.0
     trainer.val_freq: expected an integer >= 1, got 0
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
-
 from omegaconf import OmegaConf
 
-__all__ = ["RULES", "Rule", "validate_config"]
+from medseg.options import check_options
+
+__all__ = ["check_added_keys", "validate_config"]
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``kind``: int | float | bool | choice; ``lo``/``hi`` bounds (``lo_open``: strictly above ``lo``);
-    ``null``: None allowed; ``choices`` for ``choice`` (and extra words an int/float option accepts)."""
-
-    kind: str
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    null: bool = False
-    choices: tuple[Any, ...] = ()
-
-    def expected(self) -> str:
-        if self.kind == "bool":
-            text = "true or false"
-        elif self.kind == "choice":
-            text = "one of " + ", ".join(map(str, self.choices))
-        else:
-            text = "an integer" if self.kind == "int" else "a number"
-            if self.lo is not None and self.hi is not None:
-                lb, rb = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-                text += f" in {lb}{self.lo:g}, {self.hi:g}{rb}"
-            elif self.lo is not None:
-                text += f" {'>' if self.lo_open else '>='} {self.lo:g}"
-            if self.choices:
-                text += " or " + " or ".join(map(str, self.choices))
-        return text + (" or null" if self.null else "")
-
-    def ok(self, v: Any) -> bool:
-        if v is None:
-            return self.null
-        if self.kind == "bool":
-            return isinstance(v, bool)
-        if self.kind == "choice" or (self.choices and v in self.choices):
-            return v in self.choices
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False
-        if self.kind == "int" and not isinstance(v, int):
-            return False
-        if not math.isfinite(v):
-            return False
-        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
-            return False
-        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
-
-
-def _int(lo=None, **kw) -> Rule:
-    return Rule("int", lo, **kw)
-
-
-def _num(lo=None, hi=None, **kw) -> Rule:
-    return Rule("float", lo, hi, **kw)
-
-
-BOOL = Rule("bool")
-POSITIVE = _num(0, lo_open=True)
-FRACTION = _num(0, 1)
-
-RULES: dict[str, Rule] = {
-    # trainer
-    "trainer.max_epochs": _int(1),
-    "trainer.max_steps": _int(1, null=True),
-    "trainer.batch_size": _int(1, choices=("auto",)),
-    "trainer.num_workers": _int(0),
-    "trainer.pin_memory": Rule("choice", choices=(True, False, "auto")),
-    "trainer.limit_train_batches": _int(1, null=True),
-    "trainer.limit_val_batches": _int(1, null=True),
-    "trainer.val_freq": _int(1),
-    "trainer.accumulate_grad_batches": _int(1),
-    "trainer.gradient_clip_val": _num(0, lo_open=True, null=True),
-    "trainer.log_every_n_steps": _int(1),
-    "trainer.stop_after_epochs": _int(1, null=True),
-    "trainer.save_every_n_steps": _int(1, null=True),
-    "trainer.ddp.find_unused_parameters": Rule("choice", choices=(True, False, "auto")),
-    "trainer.ddp.bucket_cap_mb": POSITIVE,
-    "trainer.monitor_mode": Rule("choice", choices=("max", "min")),
-    "trainer.amp": BOOL,
-    "trainer.deterministic": BOOL,
-    "trainer.val_before_training": BOOL,
-    "trainer.activation_checkpointing": BOOL,
-    "trainer.progress_bar": BOOL,
-    # optim
-    "optim.lr": POSITIVE,
-    "optim.weight_decay": _num(0),
-    "optim.momentum": _num(0, 1, hi_open=True),
-    # scheduler
-    "scheduler.warmup_steps": _int(0),
-    "scheduler.min_lr_ratio": FRACTION,
-    "scheduler.step_size": _int(1),
-    "scheduler.gamma": POSITIVE,
-    # func_2d
-    "func_2d.multimask_output": BOOL,
-    "func_2d.memory_bank": BOOL,
-    "func_2d.bank_size": _int(1),
-    "func_2d.bank_min_iou": FRACTION,
-    "func_2d.threshold": _num(),
-    # func_3d
-    "func_3d.video_length": _int(1),
-    "func_3d.max_objects": _int(1),
-    "func_3d.batch_clips": BOOL,
-    "func_3d.encoder_chunk": _int(1),
-    "func_3d.reverse_prob": FRACTION,
-    "func_3d.val_prompt": Rule("choice", choices=("key_slice", "freq")),
-    "func_3d.offload": BOOL,
-    "func_3d.threshold": _num(),
-    "func_3d.largest_component": BOOL,
-    "func_3d.exact_parity": BOOL,
-    # prompt
-    "prompt.type": Rule("choice", choices=("box", "click", "mask", "none")),
-    "prompt.jitter_px": _num(0),
-    "prompt.jitter_frac": _num(0),
-    "prompt.n_pos": _int(0),
-    "prompt.n_neg": _int(0),
-    "prompt.freq": _int(1, null=True),
-    "prompt.key_slice": Rule("choice", choices=("largest", "middle")),
-    "prompt.empty": Rule("choice", choices=("skip", "negative")),
-    # run-level
-    "seed": _int(0),
-    "model.image_size": _int(32),
-    "overwrite": BOOL,
-}
 
 
 def _select(cfg, key: str):
@@ -152,31 +27,13 @@ def _select(cfg, key: str):
 
 
 def validate_config(cfg) -> None:
-    """Check every option of :data:`RULES` present in ``cfg`` (and ``optim.betas``/param-group lrs).
+    """Refuse an added key nothing reads (:func:`check_added_keys`), then check every option's rule.
 
     Raises:
-        ValueError: ``<option>: expected <what>, got <value>`` for the first bad option, or an option added
-            with ``+key=value`` that nothing reads (:func:`check_added_keys`).
+        ValueError: ``<option>: expected <what>, got <value>`` for the first bad option.
     """
     check_added_keys(cfg)
-    for key, rule in RULES.items():
-        v = _select(cfg, key)
-        if v is _MISSING:
-            continue
-        if not rule.ok(v):
-            raise ValueError(f"{key}: expected {rule.expected()}, got {v!r}")
-    betas = _select(cfg, "optim.betas")
-    if betas is not _MISSING and betas is not None:
-        betas = OmegaConf.to_container(betas) if OmegaConf.is_config(betas) else betas
-        vals = list(betas) if isinstance(betas, (list, tuple)) else [betas]
-        beta = _num(0, 1, hi_open=True)
-        if len(vals) != 2 or not all(beta.ok(b) for b in vals):
-            raise ValueError(f"optim.betas: expected 2 numbers in [0, 1), got {betas!r}")
-    groups = _select(cfg, "optim.param_groups")
-    for i, g in enumerate(groups if groups not in (_MISSING, None) else []):
-        lr = g.get("lr", None) if hasattr(g, "get") else None
-        if lr is not None and not POSITIVE.ok(lr):
-            raise ValueError(f"optim.param_groups[{i}].lr: expected {POSITIVE.expected()}, got {lr!r}")
+    check_options(cfg)
 
 
 def check_added_keys(cfg) -> None:
@@ -224,5 +81,3 @@ def check_added_keys(cfg) -> None:
             + "; ++key=value forces a new key"
         )
 
-
-from medseg.train.checkpoint import RESUME_KEYS, check_resume_model  # noqa: E402,F401  (re-exported)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medseg.data.datasets import Slices2D, build_dataset
 from medseg.data.datasets.slices import largest_slices
-from medseg.data.samples import ImageSamples, RunContext, collate_2d, seed_augment  # noqa: F401
+from medseg.data.samples import ImageSamples, RunContext, collate_2d
 from medseg.data.splits import check_split_unchanged, resolve_splits
 from medseg.data.transforms import build_transform
 from medseg.errors import DataError
@@ -59,9 +59,9 @@ def prepare_data(
     if not OmegaConf.select(cfg, "dataset.root"):
         raise ValueError("dataset.root is not set: give dataset.root=DIR (the folder of your dataset)")
     dataset = build_dataset(cfg.dataset)
-    cache = cfg.get("data_cache")
-    if cache and cache.get("dir") and int(cfg.dataset.get("dim", 2)) == 3:
-        dataset.enable_cache(cache.dir, str(cache.get("dtype", "float32")))
+    cache = cfg.data_cache
+    if cache.dir and int(cfg.dataset.get("dim", 2)) == 3:
+        dataset.enable_cache(cache.dir, str(cache.dtype))
         log.info("decoded volumes cached in %s", cache.dir)
     if preflight:
         from medseg.data.verify import preflight as check_every_case
@@ -69,7 +69,7 @@ def prepare_data(
         check_every_case(cfg, dataset, is_main=dist_info.is_main)
     path = splits_path or out_dir / "splits.json"
     if splits_path is None and path.exists() and dist_info.is_main:
-        if cfg.get("overwrite", False):
+        if cfg.overwrite:
             path.unlink()  # overwrite=true: a new run, new splits from the config
         else:
             check_split_unchanged(out_dir, cfg.dataset.get("split"))
@@ -89,9 +89,9 @@ def prepare_data(
     ctx.train_transform = build_transform(cfg.dataset.intensity, image_size, aug, resize=resize)
     ctx.val_transform = build_transform(cfg.dataset.intensity, image_size, resize=resize)
     train_v = dataset.subset(splits["train"]) if splits["train"] else None
-    eval_ids = splits.get(str(cfg.get("eval_split", "val"))) or []
+    eval_ids = splits.get(str(cfg.eval_split)) or []
     val_v = dataset.subset(eval_ids) if eval_ids else None
-    test_ids = splits.get("test") or [] if cfg.get("test_after_training", False) else []
+    test_ids = splits.get("test") or [] if cfg.test_after_training else []
     test_v = dataset.subset(test_ids) if test_ids else None
     if mode == "2d":
         if int(cfg.dataset.get("dim", 2)) == 3:  # CT/MRI volumes train in 2D as one sample per labelled slice
@@ -111,6 +111,6 @@ def prepare_data(
         )
         ctx.collate = functools.partial(collate_2d, prompt_cfg=cfg.prompt)
     ctx.train_cases, ctx.val_cases, ctx.test_cases = train_v, val_v, test_v
-    if bool(cfg.get("train", True)) and (train_v is None or len(train_v) == 0):
+    if cfg.train and (train_v is None or len(train_v) == 0):
         raise DataError(f"{cfg.dataset.root}: the training split has no labelled cases")
     return ctx

@@ -143,6 +143,15 @@ def _plain(cfg: Any) -> dict:
     return cfg
 
 
+def _schema_defaults() -> dict:
+    """The training root's defaults (:class:`medseg.schema.TrainConfig`), flattened like a saved config."""
+    from omegaconf import OmegaConf
+
+    from medseg.schema import TrainConfig
+
+    return _flatten(_plain(OmegaConf.to_container(OmegaConf.structured(TrainConfig), resolve=False)))
+
+
 def check_resume_settings(
     saved: Any, current: Any, path: str | Path, *, announce: bool = False
 ) -> list[dict]:
@@ -158,9 +167,12 @@ def check_resume_settings(
     if saved is None:  # a checkpoint without its config: nothing to compare
         return []
     old, new = _flatten(_plain(saved)), _flatten(_plain(current))
+    implied = _schema_defaults()  # a key a checkpoint of an older version lacks had its schema default
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, UNSET), new.get(key, UNSET)
+        if a is UNSET and key in implied and implied[key] == b:
+            continue
         if key == "trainer.resume" or a == b or (b == "auto" and a != "auto"):
             continue
         changed.append((key, a, b))

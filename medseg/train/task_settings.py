@@ -49,29 +49,22 @@ class TaskSettings:
         return self.protocol.prompt
 
     @classmethod
-    def from_cfg(cls, cfg) -> TaskSettings:
-        """From a composed run config (``train_2d.yaml`` / ``train_3d.yaml`` and their groups)."""
+    def from_cfg(cls, cfg, mode: str = "2d") -> TaskSettings:
+        """From a composed run config (:class:`medseg.schema.TrainConfig`: every key is there, typed and
+        checked); ``mode`` picks the threshold group of the protocol (``func_2d`` / ``func_3d``)."""
         from hydra.utils import instantiate
-        from omegaconf import OmegaConf
 
-        def sel(key, default=None):
-            return OmegaConf.select(cfg, key, default=default)
-
-        limit, n_vis, batch = (
-            sel("trainer.limit_val_batches"),
-            sel("vis_max_cases"),
-            sel("trainer.batch_size", 1),
-        )
+        t = cfg.trainer
         return cls(
-            protocol=EvalProtocol.from_cfg(cfg),
-            loss_fn=instantiate(cfg.loss) if sel("loss") is not None else None,
-            train=bool(sel("train", True)),
-            activation_checkpointing=bool(sel("trainer.activation_checkpointing", False)),
-            limit_val_batches=int(limit) if limit is not None else None,
-            vis_max_cases=int(n_vis) if n_vis is not None else None,
-            progress_bar=bool(sel("trainer.progress_bar", True)),
-            max_epochs=int(sel("trainer.max_epochs", 1)),
-            batch_size=int(batch) if str(batch) != "auto" else 1,
-            model_name=str(sel("model.name", "")),
-            image_size=int(sel("model.image_size", 1024)),
+            protocol=EvalProtocol.from_cfg(cfg, mode),
+            loss_fn=instantiate(cfg.loss) if cfg.loss is not None else None,
+            train=bool(cfg.train),
+            activation_checkpointing=bool(t.activation_checkpointing),
+            limit_val_batches=t.limit_val_batches,
+            vis_max_cases=int(cfg.vis_max_cases),
+            progress_bar=bool(t.progress_bar),
+            max_epochs=int(t.max_epochs),
+            batch_size=int(t.batch_size) if str(t.batch_size) != "auto" else 1,
+            model_name=str(cfg.model.name),
+            image_size=int(cfg.model.image_size),
         )

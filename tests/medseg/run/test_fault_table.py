@@ -20,7 +20,7 @@ import pytest
 
 import tests.medseg.run.fault_rows_inputs  # noqa: F401,E402  (registers the data and weights rows first)
 from tests.conftest import CLI_SMALL, SMALL, compose_cfg, run_cli, run_torchrun
-from tests.fault_helpers import finished_run, inference_cfg, one_line_exit
+from tests.fault_helpers import composed, finished_run, inference_cfg, one_line_exit
 from tests.medseg.run.fault_table_base import (
     ROWS,
     _kvasir,
@@ -60,8 +60,7 @@ def f_added_constructor_argument_is_accepted(t, capsys, **_):
 
 @row
 def f_learning_rate_not_a_number(t, capsys, **_):
-    cfg = compose_cfg("train_2d", [*SMALL, "optim.lr=abc"], t / "run")
-    refused(callback(cfg), capsys, "optim.lr", "'abc'", keep=[t])
+    refused(composed("train_2d", [*SMALL, "optim.lr=abc"], t / "run"), capsys, "optim.lr", "'abc'", keep=[t])
 
 
 @row
@@ -134,7 +133,7 @@ def f_finished_run_folder(t, capsys, **_):
 def f_live_run_lock(t, capsys, **_):
     import socket
 
-    from medseg.run.rundir import LOCK_NAME
+    from medseg.train.run_folder import LOCK_NAME
 
     run = t / "run"
     run.mkdir()

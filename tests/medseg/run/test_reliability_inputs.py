@@ -15,12 +15,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from medseg.data import synthetic
 from tests.conftest import SMALL, compose_cfg, run_cli
 from tests.fault_helpers import (
     callback_exit,
+    composed_exit,
     inference_cfg,
     meta_ckpt,
     one_line_exit,
@@ -158,7 +160,7 @@ def test_preflight_verdicts_are_remembered(nnunet, tmp_path):
 )
 def test_bad_numeric_option_is_refused_before_the_folder_exists(override, option, tmp_path, capsys):
     run = tmp_path / "run"
-    line = callback_exit(compose_cfg("train_2d", [*SMALL, override], run), capsys)
+    line = composed_exit("train_2d", [*SMALL, override], run, capsys)  # a type at compose, a range after
     value = override.split("=", 1)[1]
     assert f"{option}: expected" in line and value in line
     assert not run.exists()
@@ -169,16 +171,34 @@ def test_func_3d_option_is_validated(tmp_path, capsys):
     assert "func_3d.video_length" in line and "got 0" in line
 
 
-def test_validation_table_covers_every_numeric_option_of_the_roots():
-    """Every int/float option of the validated groups in the shipped configs has a rule."""
-    from medseg.run.config_check import RULES
+def test_every_numeric_option_of_the_schemas_has_a_rule():
+    """Every int/float option (trainer, optim, scheduler, func_2d, func_3d, prompt, eval_prompt, roots) is a
+    schema field with a range rule, and every numeric key of the composed roots belongs to a schema."""
+    import dataclasses
+    import types
+    import typing
 
+    from medseg import schema
+    from medseg.data.prompts import PromptConfig
+    from medseg.options import rule_of
+
+    classes = [c for c in vars(schema).values() if dataclasses.is_dataclass(c)] + [PromptConfig]
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "threshold":  # a logit: any real number (rule: finite)
+                assert rule_of(f) is not None
+            hint = hints[f.name]
+            kinds = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+            if kinds & {int, float} and not f.name.startswith("_"):
+                assert rule_of(f) is not None, f"{cls.__name__}.{f.name} has no rule"
     for root in ("train_2d", "train_3d"):
         cfg = compose_cfg(root, [], Path("/tmp/unused"))
-        for group in ("trainer", "optim", "scheduler", "func_2d", "func_3d", "prompt"):
-            for key, value in (cfg.get(group) or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    assert f"{group}.{key}" in RULES, f"{root}: {group}.{key} has no validation rule"
+        for group in ("trainer", "optim", "scheduler", "func_2d", "func_3d", "prompt", "eval_prompt"):
+            typ = OmegaConf.get_type(cfg[group])
+            assert dataclasses.is_dataclass(typ), f"{root}: {group} has no schema"
+            names = {f.name for f in dataclasses.fields(typ)}
+            assert set(cfg[group].keys()) <= names, f"{root}: {group} has keys outside {typ.__name__}"
 
 
 def test_prompts_file_naming_no_known_case_is_refused(tmp_path, nnunet, capsys):

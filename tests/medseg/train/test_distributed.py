@@ -13,7 +13,7 @@ import torch
 from medseg.eval.tables import read_csv
 from medseg.train.distributed import export_cluster_env, first_host
 from medseg.train.preemption import RunInterrupted
-from tests.conftest import checkpoint_weights, free_port
+from tests.conftest import checkpoint_weights, compose_cfg, free_port
 from tests.ddp_toy import ROOT, ToyTask, run_toy, spawn_worker
 from tests.medseg.helpers import max_abs_diff, untimed_rows
 
@@ -56,8 +56,9 @@ def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypa
     """Only rank 0 checks and locks the run folder, also under submitit / srun (where RANK is not set yet);
     ``trainer.resume=auto`` continues a folder with results; a SLURM job requeued onto another host takes
     over the lock its earlier start left (same job id), another job's lock stays live."""
-    from medseg.run.rundir import _is_main_process, check_run_folder, lock_is_live
+    from medseg.run.rundir import _is_main_process
     from medseg.train.distributed import launcher_rank
+    from medseg.train.run_folder import check_run_folder, lock_is_live
 
     for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID", "SLURM_JOB_ID"):
         monkeypatch.delenv(key, raising=False)
@@ -284,16 +285,13 @@ def test_submitit_requeue_protocol_is_called_after_the_checkpoint(tmp_path, monk
     [
         ("trainer.save_every_n_steps", 0),
         ("trainer.ddp.find_unused_parameters", "yes"),
-        ("trainer.ddp.bucket_cap_mb", -1),
+        ("trainer.ddp.bucket_cap_mb", -1.5),
     ],
 )
-def test_bad_distributed_options_are_one_clear_error(key, value):
-    from omegaconf import OmegaConf
-
+def test_bad_distributed_options_are_one_clear_error(key, value, tmp_path):
     from medseg.run.config_check import validate_config
 
-    cfg = OmegaConf.create({"trainer": {"ddp": {}}})
-    OmegaConf.update(cfg, key, value)
+    cfg = compose_cfg("train_2d", [f"{key}={value}"], tmp_path)
     with pytest.raises(ValueError, match=rf"^{key}: expected .* got {value!r}$"):
         validate_config(cfg)
 
