@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 
-from bench.report.cells import ok_rows  # noqa: F401  (the sections take it from here)
-
 ROOT = Path(__file__).resolve().parents[1]
 RUN_PY = ROOT / "bench" / "run.py"
 

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from func_3d.propagate import propagate_clips
-from func_3d.volume import VolumePrompts, frame_prompts, prompts_from_label, segment_volume
+from func_3d.volume import frame_prompts, prompts_from_label, segment_volume
 from medseg.data.batch import to_device
 from medseg.data.prompts import PromptConfig, prompts_3d
 from medseg.data.samples import seed_augment
 from medseg.data.transforms import volume_window
+from medseg.data.volume_prompts import VolumePrompts
 from medseg.eval.evaluation import CaseResult, run_evaluation, shard_of
 from medseg.eval.viz import panel_grid, picture_or_warning, save_png
 from medseg.train.task_settings import TaskSettings

@@ -21,11 +21,10 @@ GlobalHydra.instance().clear()
 
 from sam2_train.activation import set_activation_checkpointing  # noqa: E402
 from sam2_train.build import VARIANTS, build_sam2_model, sam2_yaml_path  # noqa: E402
-from sam2_train.checkpoint import CheckpointError, load_sam2_weights  # noqa: E402
+from sam2_train.checkpoint import load_sam2_weights  # noqa: E402
 
 __all__ = [
     "VARIANTS",
-    "CheckpointError",
     "build_sam2_model",
     "load_sam2_weights",
     "sam2_yaml_path",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.train.checkpoint import (  # noqa: F401  (CheckpointError, read_checkpoint re-exported)
+from medseg.train.checkpoint import (
     CheckpointError,
     load_state_strict,
     read_checkpoint,

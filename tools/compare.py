@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from medseg.eval.compare import *  # noqa: E402,F403  (the tool's functions, for scripts that load this file)
 from medseg.eval.compare import CompareError, compare_runs  # noqa: E402
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import Bench, med, ok_rows
+from bench.harness import Bench, med
+from bench.report.cells import ok_rows
 from bench.steps import bare_3d, ours_3d, video_task
 from bench.workloads import VARIANT, base_overrides, compose, make_clip, merge_clips
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import Bench, med, ok_rows
+from bench.harness import Bench, med
+from bench.report.cells import ok_rows
 from bench.workloads import VARIANT, ct_case, key_slice_prompts, sensitive_weights
 
 GOAL_SPEEDUP = 1.5  # on a CPU

@@ -13,8 +13,6 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
 
-from medseg.data.datasets.btcv import BTCV_ORGANS
-
 ORGAN_HU = (150, -80, 250, 90, 200, -30, 300, 120)
 
 
@@ -315,7 +313,6 @@ def write_folder2d(
 
 
 __all__ = [
-    "BTCV_ORGANS",
     "ct_volume",
     "demo_affine",
     "write_btcv",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.io import ITK_EXT, NIFTI_EXT, PIL_EXT, Geometry, stem_of, suffix_of  # noqa: F401
-from medseg.errors import DataError  # noqa: F401
+from medseg.data.io import ITK_EXT, NIFTI_EXT, PIL_EXT, Geometry, stem_of, suffix_of
+from medseg.errors import DataError
 
 
 def _label_dtype(array: np.ndarray) -> np.dtype:

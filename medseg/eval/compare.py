@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from medseg.eval.compare_report import plot_dice, write_markdown  # noqa: E402
-from medseg.eval.figures import make_grids, read_panels, short_names, split_panels  # noqa: E402,F401  (no torch)
+from medseg.eval.figures import make_grids, short_names  # noqa: E402  (no torch)
 from medseg.train.weights import describe  # noqa: E402  (no torch)
 
 METRICS = ("dice", "iou", "hd95")

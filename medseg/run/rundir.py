@@ -30,17 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from medseg.run.preconditions import check_evaluation_target, check_launcher, check_writable
-from medseg.train.run_folder import (  # noqa: F401  (the rules live in the core; re-exported here)
-    LOCK_NAME,
-    RESULTS,
-    RunLock,
-    check_not_under_file,
-    check_output_folder,
-    check_run_folder,
-    lock_is_live,
-    read_lock,
-    results_in,
-)
+from medseg.train.run_folder import RunLock, check_not_under_file, check_run_folder, results_in
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from medseg.train.checkpoint import CheckpointError
 from medseg.train.params import param_groups, trainable_table
-from sam2_train import VARIANTS, CheckpointError, build_sam2_model, load_sam2_weights
+from sam2_train import VARIANTS, build_sam2_model, load_sam2_weights
 from sam2_train.checkpoint import guess_variant
 from sam2_train.trainable import PRESETS, apply_trainable
 from tests.conftest import ROOT, run_cli

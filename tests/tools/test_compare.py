@@ -224,8 +224,9 @@ def test_missing_val_cases(tmp_path):
 
 
 def test_split_panels_with_prompt_panel():
-    tool = _load_tool()
-    panels = tool.split_panels(_grid((1, 2, 3), k=4))
+    from medseg.eval.figures import split_panels
+
+    panels = split_panels(_grid((1, 2, 3), k=4))
     assert len(panels) == 4 and all(p.shape == (H, H, 3) for p in panels)
     assert tuple(panels[2][0, 0]) == (1, 2, 3)
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medseg.run.rundir import LOCK_NAME, RunFolderCallback
+from medseg.run.rundir import RunFolderCallback
+from medseg.train.run_folder import LOCK_NAME
 from tests.conftest import SMALL, compose_cfg, run_entry
 from tests.fault_helpers import callback_exit, finished_run, one_line_exit, snapshot
 

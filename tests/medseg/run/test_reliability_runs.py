@@ -17,7 +17,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from medseg.run.rundir import LOCK_NAME, RunFolderCallback
+from medseg.run.rundir import RunFolderCallback
+from medseg.train.run_folder import LOCK_NAME
 from tests.conftest import ROOT, SMALL, compose_cfg, run_cli, run_entry
 from tests.fault_helpers import (
     callback_exit,
