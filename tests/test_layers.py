@@ -117,19 +117,13 @@ def _hits(name: str, banned: tuple[str, ...]) -> bool:
     return any(name == b or name.startswith(b + ".") for b in banned)
 
 
-# known edges still to move down (issue 22, D): the frozen SAM encoder + CNN decoder model combines the
-# SAM family's encoder with the CNN family's decoder and base class
-KNOWN = {("sam_family/frozen_encoder.py", "traditional_models")}
-
-
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_no_import_points_up(package):
     bad = []
     where = ROOT / package
     for path in sorted(where.rglob("*.py") if where.is_dir() else [where]):
         for line, name in imports_of(path):
-            rel = str(path.relative_to(ROOT))
-            if _hits(name, FORBIDDEN[package]) and not any(rel == f and _hits(name, (n,)) for f, n in KNOWN):
+            if _hits(name, FORBIDDEN[package]):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
         text = path.read_text(encoding="utf-8")
         if "spec_from_file_location" in text:
@@ -180,3 +174,169 @@ def test_no_module_over_400_lines():
         if n > 100:  # entry scripts stay thin
             big.append(f"{path.name}: {n} lines (entry scripts < 100)")
     assert not big, "\n".join(sorted(big))
+
+
+# ------------------------------------------------------------------------------ one import path per name
+# (issue 22): a name is imported from the module that defines it; no module hands on what it imports
+REEXPORT_SCOPE = ("medseg", *FAMILIES, "tools", "bench")
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:  # the checker's own tests write outside the repository
+        return str(path)
+
+
+def _module_level(tree: ast.Module):
+    """Statements run at import time: the module body and the bodies of its top-level ``if``/``try``/``with``
+    blocks (not functions or classes)."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With)) or type(node).__name__ == "TryStar":
+            for field in ("body", "orelse", "finalbody"):
+                todo += getattr(node, field, [])
+            for handler in getattr(node, "handlers", []):
+                todo += handler.body
+
+
+def _names_used(tree: ast.Module) -> set[str]:
+    """Every name the module's own code reads, string annotations (``x: "Tensor"``) included."""
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        if isinstance(node, (ast.arg, ast.AnnAssign)):
+            annotation = node.annotation
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotation = node.returns
+        else:
+            continue
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            try:
+                expr = ast.parse(annotation.value, mode="eval")
+            except SyntaxError:
+                continue
+            used |= {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+    return used
+
+
+def _dunder_all(tree: ast.Module) -> set[str]:
+    out = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+            out |= {
+                e.value
+                for e in ast.walk(node.value)
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            }
+    return out
+
+
+def reexports_of(path: Path) -> list[str]:
+    """What ``path`` hands on: names it imports with ``from X import a`` at module level but never uses
+    itself (a second import path for ``a``), and ``from X import *``. A package ``__init__.py`` may hand
+    on what its ``__all__`` lists from inside the package (its public API), nothing from elsewhere;
+    ``import x`` for its side effects (``import sam2  # noqa: F401``) is not a re-export."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    used = _names_used(tree)
+    is_init = path.name == "__init__.py"
+    public = _dunder_all(tree) if is_init else set()
+    try:
+        package = _module_of(path)
+    except ValueError:  # outside the repository (the checker's own tests)
+        package = path.parent.name
+    out = []
+    for node in _module_level(tree):
+        if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+            continue
+        inside = is_init and (node.level > 0 or _hits(node.module or "", (package,)))
+        for alias in node.names:
+            name = alias.asname or alias.name
+            if name == "*":
+                out.append(f"{_rel(path)}:{node.lineno} re-exports everything of {node.module}")
+            elif name not in used and not (name in public and inside):
+                out.append(f"{_rel(path)}:{node.lineno} re-exports {name}")
+    return out
+
+
+def test_no_module_reexports_a_name():
+    """A module imports only what it uses: nothing is re-exported (no shims), so each name keeps one path."""
+    bad = [r for d in REEXPORT_SCOPE for path in sorted((ROOT / d).rglob("*.py")) for r in reexports_of(path)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_reexport_check_sees_shims(tmp_path):
+    """An unused ``from`` import and a star import are re-exports; a name used only in a (string or
+    ``TYPE_CHECKING``) annotation, a side-effect ``import`` and an ``__init__``'s own ``__all__`` are not."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "shim.py").write_text(
+        "from __future__ import annotations\n"
+        "import os  # noqa: F401\n"
+        "from pathlib import Path, PurePath  # noqa: F401\n"
+        "from typing import TYPE_CHECKING\n"
+        "from json import *  # noqa: F403\n"
+        "if TYPE_CHECKING:\n"
+        "    from torch import Tensor\n"
+        "def f(x: Tensor, y: 'PurePath') -> None:\n"
+        "    return None\n"
+    )
+    (pkg / "__init__.py").write_text(
+        "from pkg.shim import f\nfrom pathlib import Path\n__all__ = ['f', 'Path']\n"
+    )
+    found = [r.split(" ", 1)[1] for r in reexports_of(pkg / "shim.py")]
+    assert found == ["re-exports Path", "re-exports everything of json"], found
+    found = [r.split(" ", 1)[1] for r in reexports_of(pkg / "__init__.py")]
+    assert found == ["re-exports Path"], found
+
+
+def _bound_by_import(path: Path) -> set[str]:
+    """Names ``path`` binds at module level only by importing them (none of its own ``def``/``class``/
+    assignments binds them); an ``__init__.py``'s ``__all__`` names count as its own."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported, own = set(), set()
+    for node in _module_level(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With)):
+            own |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    if path.name == "__init__.py":
+        own |= _dunder_all(tree)
+    return imported - own
+
+
+def _repo_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def test_every_name_is_imported_from_where_it_is_defined():
+    """``from X import a`` (X a module of this repository) finds ``a`` defined in X, not imported into it,
+    everywhere (entry scripts, tools, bench and tests too): moving a name breaks its importers loudly
+    instead of needing a shim. Submodules (``from pkg import mod``) are fine."""
+    dirs = dict.fromkeys((*REEXPORT_SCOPE, *ABOVE_ALL))  # in order, once each
+    files = [p for d in dirs for p in sorted(ROOT.glob(f"{d}/**/*.py"))] + sorted(ROOT.glob("*.py"))
+    cache: dict[Path, set[str]] = {}
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            target = _repo_file(node.module)
+            if target is None or target.resolve() == path.resolve():
+                continue
+            if target not in cache:
+                cache[target] = _bound_by_import(target)
+            for alias in node.names:
+                if alias.name in cache[target] and _repo_file(f"{node.module}.{alias.name}") is None:
+                    bad.append(f"{_rel(path)}:{node.lineno} imports {alias.name} from {node.module}")
+    assert not bad, "\n".join(bad)
