@@ -136,7 +136,9 @@ def _children(node: Any):
             if k == "hydra" and node._get_parent() is None:  # Hydra's own settings at the root: not options
                 continue
             child = node._get_node(k)
-            if child is not None and child._is_interpolation():  # checked where it points (e.g. options: ${func_2d})
+            if (
+                child is not None and child._is_interpolation()
+            ):  # checked where it points (e.g. options: ${func_2d})
                 continue
             try:
                 yield str(k), node[k]

@@ -43,7 +43,9 @@ AUTO_BOOL = (True, False, "auto")
 class DDPConfig:
     """DistributedDataParallel, used when several processes run (torchrun, srun, submitit)."""
 
-    find_unused_parameters: Any = opt("auto", choices=AUTO_BOOL)  # auto: one graph walk on the first batch decides
+    find_unused_parameters: Any = opt(
+        "auto", choices=AUTO_BOOL
+    )  # auto: one graph walk on the first batch decides
     bucket_cap_mb: float = opt(25.0, gt=0)
 
 
@@ -54,14 +56,24 @@ class TrainerConfig:
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cpu / cuda / cuda:1 / mps
     deterministic: bool = opt(False)  # torch.use_deterministic_algorithms + cudnn deterministic
     max_epochs: int = opt(10, ge=1)
-    max_steps: int | None = opt(None, kind="int", ge=1)  # stop after this many optimizer steps (null: epochs decide)
-    batch_size: Any = opt(4, kind="int", ge=1, choices=("auto",))  # images (2D) or clips (3D) per step per process
-    batch_fallback: int = opt(4, ge=1)  # batch_size=auto for models without a Hiera variant (ResNet, U-Net, YOLO)
+    max_steps: int | None = opt(
+        None, kind="int", ge=1
+    )  # stop after this many optimizer steps (null: epochs decide)
+    batch_size: Any = opt(
+        4, kind="int", ge=1, choices=("auto",)
+    )  # images (2D) or clips (3D) per step per process
+    batch_fallback: int = opt(
+        4, ge=1
+    )  # batch_size=auto for models without a Hiera variant (ResNet, U-Net, YOLO)
     batch_table: dict[str, dict[str, int]] | None = None  # batch_size=auto: {2d|3d: {"<size>@<px>": batch}}
     num_workers: int = opt(2, ge=0)
     pin_memory: Any = opt("auto", choices=AUTO_BOOL)  # auto: true on CUDA
-    limit_train_batches: int | None = opt(None, kind="int", ge=1)  # batches per epoch, for quick runs and tests
-    limit_val_batches: int | None = opt(None, kind="int", ge=1)  # cases per validation; null = the whole split
+    limit_train_batches: int | None = opt(
+        None, kind="int", ge=1
+    )  # batches per epoch, for quick runs and tests
+    limit_val_batches: int | None = opt(
+        None, kind="int", ge=1
+    )  # cases per validation; null = the whole split
     val_freq: int = opt(1, ge=1)  # validate every N epochs
     val_before_training: bool = opt(False)  # also validate the initial weights (row epoch 0 of metrics.csv)
     accumulate_grad_batches: int = opt(1, ge=1)
@@ -70,11 +82,15 @@ class TrainerConfig:
     monitor: str = "val/dice"  # metric that picks checkpoint_best.pth
     monitor_mode: str = opt("max", choices=("max", "min"))
     resume: str | None = None  # checkpoint_last.pth to continue from; auto = this run folder's, if any
-    save_every_n_steps: int | None = opt(None, kind="int", ge=1)  # also write checkpoint_last.pth inside an epoch
+    save_every_n_steps: int | None = opt(
+        None, kind="int", ge=1
+    )  # also write checkpoint_last.pth inside an epoch
     ddp: DDPConfig = field(default_factory=DDPConfig)
     stop_after_epochs: int | None = opt(None, kind="int", ge=1)  # end this job after N epochs (SLURM slots)
     log_every_n_steps: int = opt(10, ge=1)
-    activation_checkpointing: bool = opt(False)  # recompute encoder blocks (and 3D memory attention) in backward
+    activation_checkpointing: bool = opt(
+        False
+    )  # recompute encoder blocks (and 3D memory attention) in backward
     progress_bar: bool = opt(True)
 
 
@@ -107,7 +123,9 @@ class Func3DConfig:
     batch_clips: bool = opt(True)  # run the trainer.batch_size clips of a step as one batched propagation
     encoder_chunk: int = opt(32, ge=1)  # frames per image-encoder call in training
     reverse_prob: float = opt(0.0, ge=0, le=1)  # probability of running a clip backwards
-    val_prompt: str = opt("key_slice", choices=("key_slice", "freq"))  # key_slice: box on each organ's key slice
+    val_prompt: str = opt(
+        "key_slice", choices=("key_slice", "freq")
+    )  # key_slice: box on each organ's key slice
     offload: bool = opt(True)  # keep per-slice features on CPU during whole-volume validation
     threshold: float = opt(0.0)
     largest_component: bool = opt(False)  # keep only the largest connected component per organ (MedSAM2)
@@ -218,12 +236,16 @@ class TrainConfig(RunConfig):
     logger: Any = None
     eval_prompt: EvalPromptConfig = field(default_factory=EvalPromptConfig)
     train: bool = opt(True)  # false: evaluate model.checkpoint (zero-shot or fine-tuned), no training
-    eval_split: str = opt("val", choices=("val", "test", "train"))  # split scored by validation and train=false
+    eval_split: str = opt(
+        "val", choices=("val", "test", "train")
+    )  # split scored by validation and train=false
     test_after_training: bool = opt(False)  # score the test split once after training (best weights)
     vis: bool = opt(False)  # PNG grids under vis/ and in TensorBoard
     vis_max_cases: int = opt(8, ge=1)
     verify_data: bool = opt(True)  # fast integrity check of every case before step 1
-    sam2_checkpoint: str | None = "auto"  # weights of the SAM2 arms of multi-model experiments: auto | PATH | null
+    sam2_checkpoint: str | None = (
+        "auto"  # weights of the SAM2 arms of multi-model experiments: auto | PATH | null
+    )
     yolo_cfg: str = "yolo11l-seg.yaml"  # architecture of the YOLO arm of multi-model experiments
     compare_runs: bool = opt(False)  # after a multirun, also run tools/compare.py over the jobs
     optimized_metric: str | None = None  # returned to Hydra sweepers (optuna) from the run's validations

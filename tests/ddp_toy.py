@@ -75,30 +75,28 @@ class ToyTask:
         return {"val/dice": float(1 - err.mean())}, rows, {}
 
 
-def toy_cfg(**trainer):
-    base = OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml")
-    t = OmegaConf.merge(
-        base,
-        {
-            "device": "cpu",
-            "num_workers": 0,
-            "amp": False,
-            "progress_bar": False,
-            "max_epochs": 1,
-            "batch_size": 2,
-            "gradient_clip_val": None,
-        },
-        trainer,
-    )
-    return OmegaConf.create(
-        {
-            "seed": 3,
-            "trainer": t,
-            "optim": OmegaConf.load(ROOT / "conf" / "optim" / "sgd.yaml"),
-            "scheduler": OmegaConf.load(ROOT / "conf" / "scheduler" / "constant.yaml"),
-            "logger": {"tensorboard": False},
-            "model": {"name": "toy"},
-        }
+def toy_trainer(**trainer):
+    """Typed trainer options (the schema's defaults) for the toy: one epoch of batch 2 on the CPU."""
+    from medseg.schema import TrainerConfig
+
+    base = {"device": "cpu", "num_workers": 0, "amp": False, "progress_bar": False, "max_epochs": 1,
+            "batch_size": 2, "gradient_clip_val": None}  # fmt: skip
+    t = OmegaConf.merge(OmegaConf.structured(TrainerConfig), base, trainer)
+    return OmegaConf.to_object(t)
+
+
+def toy_run():
+    """Seed 3, SGD (momentum 0.9, weight decay 1e-4, lr 0.01) and a constant lr, as conf/optim/sgd.yaml."""
+    from medseg.train.contract import RunSpec
+    from medseg.train.optim import warmup_constant
+
+    return RunSpec(
+        seed=3,
+        optimizer=lambda m: torch.optim.SGD(
+            [p for p in m.parameters() if p.requires_grad], lr=1e-2, momentum=0.9, weight_decay=1e-4
+        ),
+        scheduler=lambda opt, total: warmup_constant(opt, total_steps=total),
+        model_name="toy",
     )
 
 
@@ -108,7 +106,8 @@ def run_toy(out: Path, task: ToyTask | None = None, dist_info=None, device=torch
 
     torch.manual_seed(0)
     eng = Engine(
-        cfg=toy_cfg(**{"device": device.type, **trainer}),
+        trainer=toy_trainer(**{"device": device.type, **trainer}),
+        run=toy_run(),
         task=task or ToyTask(),
         model=ToyNet().to(device),
         out_dir=out,

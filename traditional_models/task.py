@@ -15,7 +15,6 @@ import torch
 
 from medseg.eval.evaluation import evaluate_2d
 from medseg.eval.viz import to_uint8_image
-from medseg.train.checkpoint import atomic_torch_save
 from medseg.train.task_settings import TaskSettings
 
 
@@ -65,8 +64,11 @@ class YoloTask:
             lab = torch.as_tensor(s["label"]).reshape(s["image"].shape[-2:]).numpy()
             yield str(s["case_id"]), to_uint8_image(s["image"].reshape(3, *lab.shape)), lab
 
-    def fit_external(self, yolo, out_dir: Path, device: torch.device) -> torch.nn.Module:
-        """Export our split as a YOLO dataset, train with ultralytics, keep its weights beside our checkpoints."""
+    def fit_external(self, yolo, out_dir: Path, device: torch.device) -> tuple[torch.nn.Module, list[dict]]:
+        """Export our split as a YOLO dataset and train with ultralytics (the engine's external-trainer
+        strategy, :class:`medseg.train.contract.ExternalTrainer`). Returns the trained network and one row
+        per epoch of ultralytics' log (``train/*`` losses, ``lr``); the engine validates, logs and writes the
+        checkpoints in the suite's format. ultralytics' weights are kept as ``yolo_best.pt`` beside them."""
         from traditional_models.yolo_export import export_yolo_dataset
 
         self.yolo = yolo
@@ -78,26 +80,27 @@ class YoloTask:
         data_yaml = export_yolo_dataset(splits, out_dir / "yolo_dataset", names)
         # the suite's trainer settings govern, as for every other model
         yolo.epochs, yolo.batch = self.settings.max_epochs, self.settings.batch_size
-        epochs = yolo.epochs
         weights = yolo.train(
             data_yaml, out_dir / "yolo_train", device="cpu" if device.type == "cpu" else device.index or 0
         )
-        kept = out_dir / "yolo_best.pt"
+        kept = out_dir / self.WEIGHTS
         shutil.copyfile(weights, kept)
         yolo.model = str(kept)
         from ultralytics import YOLO
 
         net = YOLO(str(kept)).model  # written by ultralytics in this run, not a file the user passed
-        state = {
-            "format": "sam2-medical/yolo",
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "yolo_weights": kept.name,
-            "epoch": epochs,
-            "model_cfg": {"name": self.settings.model_name, "image_size": self.settings.image_size},
-        }
-        atomic_torch_save(state, out_dir / "checkpoint_last.pth")
-        atomic_torch_save(state, out_dir / "checkpoint_best.pth")
-        return net
+        per_epoch = -(-len(splits["train"]) // max(1, int(yolo.batch)))
+        return net, epoch_rows(Path(weights).parents[1] / "results.csv", per_epoch)
+
+    WEIGHTS = "yolo_best.pt"
+
+    def state_dict(self) -> dict:
+        """Saved in the checkpoints: the ultralytics weights file kept beside them (``model.checkpoint`` of a
+        YOLO run finds it there)."""
+        return {"yolo_weights": self.WEIGHTS}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # nothing to restore: a YOLO run is not resumed (its loop is ultralytics')
 
     def load_external(self, yolo) -> torch.nn.Module:
         """``train=false``: evaluate the weights given as ``model.net.weights``."""
@@ -119,3 +122,24 @@ class YoloTask:
 
     def validate(self, model, *, epoch: int, vis_dir: Path | None):
         return evaluate_2d(self, model, self.ctx, self.settings, vis_dir=vis_dir)
+
+
+def epoch_rows(results_csv: Path, steps_per_epoch: int) -> list[dict]:
+    """ultralytics' ``results.csv`` as the engine's ``metrics.csv`` rows: ``epoch``, ``step`` (optimizer
+    steps so far), its ``train/*`` losses and ``lr`` (first parameter group). Its own validation columns are
+    left out: the suite scores the run with its protocol. No file (an older ultralytics): no rows."""
+    import csv
+
+    if not Path(results_csv).is_file():
+        return []
+    rows = []
+    with open(results_csv, newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            r = {str(k).strip(): str(v).strip() for k, v in raw.items() if k is not None}
+            epoch = int(float(r["epoch"]))
+            row = {"epoch": epoch, "step": epoch * steps_per_epoch}
+            row.update({k: float(v) for k, v in r.items() if k.startswith("train/") and v})
+            if r.get("lr/pg0"):
+                row["lr"] = float(r["lr/pg0"])
+            rows.append(row)
+    return rows

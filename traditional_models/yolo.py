@@ -251,9 +251,10 @@ class YoloSeg:
             from medseg.train.checkpoint import read_checkpoint
 
             ck = read_checkpoint(path)
-            if not str(ck.get("format", "")).endswith("/yolo") or not ck.get("yolo_weights"):
+            name = (ck.get("task") or {}).get("yolo_weights") or ck.get("yolo_weights")  # or the older layout
+            if not str(ck.get("format", "")).startswith("sam2-medical") or not name:
                 raise ValueError(f"{path}: model.checkpoint is not a checkpoint of a YOLO run of this suite")
-            path = path.parent / str(ck["yolo_weights"])
+            path = path.parent / str(name)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: the YOLO weights named by model.checkpoint are missing")
         check_yolo_weights(path, "model.checkpoint")

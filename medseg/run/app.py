@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -14,8 +15,11 @@ from medseg.data.splits import check_same_data, dataset_fingerprint
 from medseg.eval.evaluation import protocol_record
 from medseg.family import build_configured, build_family
 from medseg.run.context import prepare_data, setup_runtime
+from medseg.schema import TrainerConfig
+from medseg.train.contract import PreparesModel, RunSpec
 from medseg.train.distributed import agree_on_start
 from medseg.train.engine import Engine
+from medseg.train.optim import build_optimizer, build_scheduler
 from medseg.train.preemption import RunInterrupted
 from medseg.train.run_folder import rollback_failed_start
 from medseg.train.runtime import finish_distributed, resolve_batch_size
@@ -65,6 +69,36 @@ def build_task(cfg: DictConfig, ctx, task_key: str):
     return instantiate(cfg.model[task_key])(ctx=ctx, settings=TaskSettings.from_cfg(cfg, mode))
 
 
+def run_spec(cfg: DictConfig) -> RunSpec:
+    """The :class:`~medseg.train.contract.RunSpec` of a composed training config: what the engine needs
+    besides ``trainer`` and the task (it never receives ``cfg``)."""
+    from medseg.train.loggers import build_loggers, loggable_config
+
+    logger_cfg = cfg.logger
+    return RunSpec(
+        seed=int(cfg.seed),
+        optimizer=functools.partial(build_optimizer, cfg.optim),
+        scheduler=lambda optimizer, total: build_scheduler(cfg.scheduler, optimizer, total),
+        loggers=lambda out, is_main: build_loggers(logger_cfg, out, is_main=is_main),
+        hparams=loggable_config(cfg),
+        record=OmegaConf.to_container(cfg, resolve=False),
+        train=bool(cfg.train),
+        vis=bool(cfg.vis),
+        test_after_training=bool(cfg.test_after_training),
+        overwrite=bool(cfg.overwrite),
+        model_name=str(cfg.model.name),
+    )
+
+
+def trainer_options(cfg: DictConfig) -> TrainerConfig:
+    """``cfg.trainer`` as the typed :class:`~medseg.schema.TrainerConfig` object the engine takes."""
+    return (
+        OmegaConf.to_object(cfg.trainer)
+        if OmegaConf.get_type(cfg.trainer) is TrainerConfig
+        else (TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)))
+    )
+
+
 def prepare_model(cfg: DictConfig, task, model) -> int:
     """Set-up of a built model before the engine gets it: ``trainer.activation_checkpointing`` (training
     only) through the family's contract (:class:`medseg.family.ModelFamily`), then the task's own
@@ -75,7 +109,7 @@ def prepare_model(cfg: DictConfig, task, model) -> int:
         log.info("activation checkpointing: %d image-encoder blocks recomputed in the backward pass", n)
         if n == 0:
             log.warning("trainer.activation_checkpointing=true: model=%s has no blocks", cfg.model.name)
-    if hasattr(task, "prepare_model"):  # a task's own set-up (learned class prompts)
+    if isinstance(task, PreparesModel):  # a task's own set-up (learned class prompts)
         task.prepare_model(model)
     return n
 
@@ -116,7 +150,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
         task = build_task(cfg, ctx, task_key)
         prepare_model(cfg, task, model)  # activation checkpointing (the family), class prompts (the task)
         engine = Engine(
-            cfg=cfg,
+            trainer=trainer_options(cfg),
+            run=run_spec(cfg),
             task=task,
             model=model,
             out_dir=out,
@@ -136,13 +171,7 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
             resuming = None  # the engine holds it until it resumes
         started = True  # from here on a failure is this rank's own (no second agreement)
         agree_on_start(None)  # every rank set up: or all stop with the failing rank's one line
-        if hasattr(task, "fit_external"):  # a library with its own loop (YOLO); scored by our metrics
-            engine.model = (
-                task.fit_external(model, out, device) if cfg.train else task.load_external(model)
-            )
-            summary = engine.evaluate()
-            result = summary.get(str(cfg.trainer.monitor))
-        elif cfg.train:
+        if cfg.train:  # our loop, or a library's (YOLO: medseg.train.contract.ExternalTrainer)
             result = engine.fit()
         else:
             summary = engine.evaluate()
@@ -150,8 +179,8 @@ def run(cfg: DictConfig, *, mode: str, task_key: str) -> float | None:
     except RunInterrupted:  # stopped on a signal after writing checkpoint_last.pth: kept
         raise
     except (Exception, KeyboardInterrupt) as e:
-        external = engine is not None and hasattr(engine.task, "fit_external")  # its own loop: no step count
-        if engine is None or (engine.steps_done == 0 and engine.rows_added == 0 and not external):
+        kept = engine is not None and (engine.steps_done or engine.rows_added or engine.external_started)
+        if not kept:
             rollback_failed_start(out)  # nothing to keep: the folder as this start found it
         if not started and isinstance(e, Exception):
             agree_on_start(e)  # the other ranks wait there: they stop quietly, this rank prints

@@ -80,4 +80,3 @@ def check_added_keys(cfg) -> None:
             + (f" ({hint.strip()})" if hint else "")
             + "; ++key=value forces a new key"
         )
-

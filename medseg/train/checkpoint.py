@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from medseg.errors import StorageError
 
@@ -180,8 +179,8 @@ def training_state(engine, *, weights_only: bool = False) -> dict:
     state = {
         "format": CKPT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in engine.model.state_dict().items()},
-        "optimizer": engine.optimizer.state_dict(),
-        "scheduler": engine.scheduler.state_dict(),
+        "optimizer": engine.optimizer.state_dict() if engine.optimizer is not None else None,
+        "scheduler": engine.scheduler.state_dict() if engine.scheduler is not None else None,
         "scaler": engine.scaler.state_dict(),
         "epoch": engine.epoch,
         "batch_in_epoch": engine.batch_in_epoch,
@@ -190,8 +189,8 @@ def training_state(engine, *, weights_only: bool = False) -> dict:
         "rng": rng_state(),
         "best": dict(engine.best),
         "history": list(engine.history),
-        "config": OmegaConf.to_container(engine.cfg, resolve=False),
-        "task": engine.task.state_dict() if hasattr(engine.task, "state_dict") else {},
+        "config": engine.run.record,
+        "task": engine.task.state_dict() if isinstance(engine.task, StatefulTask) else {},
         **engine.extra_state,
     }
     if weights_only:
@@ -211,6 +210,11 @@ def read_training_checkpoint(path: str | Path) -> dict:
             else "is not a training checkpoint of this suite"
         )
         raise CheckpointError(f"{path}: {what} (trainer.resume needs a run's checkpoint_last.pth)")
+    if ck["optimizer"] is None:
+        raise CheckpointError(
+            f"{path}: this run trained in its library's own loop (model={(ck.get('model_cfg') or {}).get('name')}), "
+            "which cannot continue from a checkpoint; start a new run (model.checkpoint= takes its weights)"
+        )
     return ck
 
 
@@ -226,7 +230,7 @@ def resume_training(engine, path: str | Path, ck: dict | None = None) -> None:
     check_resume_model(ck.get("model_cfg"), engine.extra_state.get("model_cfg"), path)
     if "resume_changes" not in engine.extra_state:  # not checked by medseg.run.app.run already
         engine.extra_state["resume_changes"] = check_resume_settings(
-            ck.get("config"), engine.cfg, path, announce=True
+            ck.get("config"), engine.run.record, path, announce=True
         )
     load_state_strict(engine.model, ck["model"], path, "this config's model")
     fresh = optimizer_settings(engine.optimizer, engine.scheduler)  # the current config's
@@ -239,7 +243,7 @@ def resume_training(engine, path: str | Path, ck: dict | None = None) -> None:
     engine.best = ck["best"]
     engine.history = list(ck.get("history", []))
     set_rng_state(ck["rng"])
-    if hasattr(engine.task, "load_state_dict"):
+    if isinstance(engine.task, StatefulTask):
         engine.task.load_state_dict(ck.get("task", {}))
     log.info(
         "resumed from %s at epoch %d, batch %d of it, step %d",
@@ -247,4 +251,5 @@ def resume_training(engine, path: str | Path, ck: dict | None = None) -> None:
     )
 
 
+from medseg.train.contract import StatefulTask  # noqa: E402  (contract imports nothing from here)
 from medseg.train.runtime import rng_state, set_rng_state  # noqa: E402  (runtime imports nothing from here)

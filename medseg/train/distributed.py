@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from medseg.train.contract import StatefulTask
+
 log = logging.getLogger(__name__)
 
 
@@ -88,7 +90,7 @@ def unused_trainable(step: TrainStep, batch, device: torch.device) -> list[str]:
     of the baselines) and the task's state restored afterwards.
     """
     task = step.task
-    saved = copy.deepcopy(task.state_dict()) if hasattr(task, "state_dict") else None
+    saved = copy.deepcopy(task.state_dict()) if isinstance(task, StatefulTask) else None
     buffers = [(b, b.detach().clone()) for b in step.model.buffers()]
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         loss = step(batch)["loss"]
@@ -121,7 +123,7 @@ def wrap_for_training(model: torch.nn.Module, task, *, device: torch.device, ddp
     step = TrainStep(model, task)
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return step
-    find = ddp_cfg.get("find_unused_parameters", "auto") if ddp_cfg is not None else "auto"
+    find = ddp_cfg.find_unused_parameters if ddp_cfg is not None else "auto"
     if str(find) == "auto":
         unused = unused_trainable(step, first_batch, device) if first_batch is not None else []
         flag = torch.tensor([1.0 if unused else 0.0], device=device)
@@ -135,7 +137,7 @@ def wrap_for_training(model: torch.nn.Module, task, *, device: torch.device, ddp
         step,
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=bool(find),
-        bucket_cap_mb=float(ddp_cfg.get("bucket_cap_mb", 25)) if ddp_cfg is not None else 25.0,
+        bucket_cap_mb=float(ddp_cfg.bucket_cap_mb) if ddp_cfg is not None else 25.0,
         gradient_as_bucket_view=True,
     )
     log.info(

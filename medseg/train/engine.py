@@ -1,6 +1,9 @@
 """The one training engine shared by 2D SAM2, 3D SAM2 and the baselines.
 
-A *task* supplies the model-specific parts::
+The engine takes what it needs, never the whole config (:mod:`medseg.train.contract`): the trainer
+options (:class:`medseg.schema.TrainerConfig`), a :class:`~medseg.train.contract.RunSpec` (seed, optimizer and
+scheduler builders, loggers, the config record of checkpoints) and a *task*, which supplies the
+model-specific parts::
 
     task.train_dataset              # object with __len__ and get(i, rng) -> sample
     task.collate(samples) -> batch  # batch has .to(device)
@@ -29,13 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from medseg.eval.tables import append_csv, write_csv
+from medseg.schema import TrainerConfig
 from medseg.train.checkpoint import atomic_torch_save, resume_training, training_state
+from medseg.train.contract import ExternalTrainer, RunSpec, Task
 from medseg.train.distributed import wrap_for_training
-from medseg.train.optim import build_optimizer, build_scheduler
+from medseg.train.external import ExternalLoop
 from medseg.train.preemption import PreemptionGuard
 from medseg.train.run_outputs import RunOutputs
 from medseg.train.runtime import DistInfo
@@ -48,22 +52,36 @@ class TrainingError(RuntimeError):
     """Training cannot continue (e.g. NaN loss); the message says why and where the last good checkpoint is."""
 
 
-class Engine(RunOutputs):
-    """Fit or evaluate ``model`` with ``task`` under ``cfg`` (the resolved Hydra config)."""
+class Engine(RunOutputs, ExternalLoop):
+    """Fit or evaluate ``model`` with ``task`` under the ``trainer`` options and the ``run`` spec.
+
+    A task that trains in a library's own loop (:class:`~medseg.train.contract.ExternalTrainer`, YOLO) is
+    handed the training; the engine keeps the run folder, tables, loggers, validation and checkpoints.
+    """
 
     def __init__(
         self,
         *,
-        cfg: DictConfig,
+        trainer: TrainerConfig,
         task,
         model: torch.nn.Module,
         out_dir: str | Path,
         device: torch.device,
+        run: RunSpec | None = None,
         dist_info: DistInfo | None = None,
         extra_state: dict | None = None,
     ):
-        self.cfg, self.task, self.model = cfg, task, model
-        self.t = cfg.trainer
+        self.task, self.model = task, model
+        self.t, self.run = trainer, run or RunSpec()
+        self.external = isinstance(task, ExternalTrainer)  # trains in its own loop (see fit)
+        if not self.external and not isinstance(task, Task):
+            missing = [
+                n for n in ("train_dataset", "collate", "training_step", "validate") if not hasattr(task, n)
+            ]
+            raise TypeError(
+                f"{type(task).__name__} is not a task of the engine: it lacks {', '.join(missing)}"
+            )
+        self.external_started = False
         self.out_dir = Path(out_dir)
         self.device = device
         self.dist = dist_info or DistInfo()
@@ -86,7 +104,9 @@ class Engine(RunOutputs):
 
     # ------------------------------------------------------------------ set-up
     def _setup_training(self):
-        self.optimizer = build_optimizer(self.cfg.optim, self.model)
+        if self.run.optimizer is None:
+            raise ValueError("the engine needs RunSpec.optimizer to train")
+        self.optimizer = self.run.optimizer(self.model)
         n = len(self.task.train_dataset)
         if n == 0:
             raise ValueError("the training split is empty: check dataset.root and the split settings")
@@ -98,16 +118,14 @@ class Engine(RunOutputs):
         if self.t.max_steps:
             total = min(total, int(self.t.max_steps))
         self.total_steps = total
-        self.scheduler = build_scheduler(self.cfg.scheduler, self.optimizer, total)
+        self.scheduler = self.run.build_scheduler(self.optimizer, total)
 
     def _open_writer(self):
-        """The ``logger=`` backends (medseg.train.loggers), rank 0 only; they receive the resolved config."""
+        """The ``logger=`` backends (RunSpec.loggers), rank 0 only; they receive the run's settings."""
         if self.writer is None:
-            from medseg.train.loggers import build_loggers, loggable_config
-
-            self.writer = build_loggers(self.cfg.get("logger"), self.out_dir, is_main=self.dist.is_main)
+            self.writer = self.run.loggers(self.out_dir, self.dist.is_main) if self.dist.is_main else None
             if self.writer:
-                self.writer.log_hparams(loggable_config(self.cfg))
+                self.writer.log_hparams(self.run.hparams)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -130,7 +148,7 @@ class Engine(RunOutputs):
         nw = int(self.t.num_workers)
         pin = self.device.type == "cuda" if self.t.pin_memory == "auto" else bool(self.t.pin_memory)
         return torch.utils.data.DataLoader(
-            SeededSamples(self.task.train_dataset, self.cfg.seed),
+            SeededSamples(self.task.train_dataset, self.run.seed),
             batch_sampler=mine,
             num_workers=nw,
             collate_fn=self.task.collate,
@@ -169,19 +187,21 @@ class Engine(RunOutputs):
 
     def fit(self) -> float | None:
         """Train for ``trainer.max_epochs``; returns the best value of ``trainer.monitor``."""
+        if self.external:
+            return self._fit_external()
         self._setup_training()
         resumed = self._resume_path()
         if resumed is not None:
             self.resume(resumed)
         self._open_writer()
         self._init_tables(resumed)
-        if self.t.get("val_before_training") and self.step == 0 and not self.history:
+        if self.t.val_before_training and self.step == 0 and not self.history:
             self._add_row({"epoch": 0, "step": 0, **self._validate()})  # the starting point
         start = time.time()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         max_steps = int(self.t.max_steps) if self.t.max_steps else None
-        stop_at = int(self.t.stop_after_epochs) + self.epoch if self.t.get("stop_after_epochs") else None
+        stop_at = int(self.t.stop_after_epochs) + self.epoch if self.t.stop_after_epochs else None
         with PreemptionGuard() as guard:
             while self.epoch < int(self.t.max_epochs) and not (max_steps and self.step >= max_steps):
                 if stop_at is not None and self.epoch >= stop_at:
@@ -204,7 +224,7 @@ class Engine(RunOutputs):
                 signum = guard.agreed(self.device, self.dist.enabled)
                 if signum:
                     self._stop(guard, signum, 0)
-        if self.cfg.get("test_after_training", False):
+        if self.run.test_after_training:
             self._score_test()
         self._write_summary(time.time() - start)
         if self.writer:
@@ -214,13 +234,13 @@ class Engine(RunOutputs):
     def _train_epoch(self, guard: PreemptionGuard, max_steps: int | None) -> dict:
         """One epoch (from ``batch_in_epoch`` on, after a mid-epoch resume); returns its metrics row."""
         accum = max(1, int(self.t.accumulate_grad_batches))
-        every = int(self.t.get("save_every_n_steps") or 0)
+        every = int(self.t.save_every_n_steps or 0)
         batches = epoch_batches(
             len(self.task.train_dataset),
             int(self.t.batch_size),
             self.dist.world_size,
             self.epoch,
-            int(self.cfg.seed),
+            int(self.run.seed),
             self.t.limit_train_batches,
         )
         skip = self.batch_in_epoch
@@ -247,9 +267,8 @@ class Engine(RunOutputs):
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
             if self.train_model is None:
                 with autocast:
-                    ddp_cfg = self.t.get("ddp")
                     self.train_model = wrap_for_training(
-                        self.model, self.task, device=self.device, ddp_cfg=ddp_cfg, first_batch=batch
+                        self.model, self.task, device=self.device, ddp_cfg=self.t.ddp, first_batch=batch
                     )
             no_sync = getattr(self.train_model, "no_sync", None)
             with no_sync() if (no_sync and not sync) else contextlib.nullcontext():
@@ -307,7 +326,7 @@ class Engine(RunOutputs):
         """Every rank validates (the evaluator shards the cases over the ranks, ``medseg.eval.evaluation``);
         rank 0 receives all rows in the single-process order and writes them."""
         self.model.eval()
-        vis_dir = self.out_dir / "vis" / f"epoch_{self.epoch:03d}" if self.cfg.get("vis") else None
+        vis_dir = self.out_dir / "vis" / f"epoch_{self.epoch:03d}" if self.run.vis else None
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             summary, rows, images = self.task.validate(self.model, epoch=self.epoch, vis_dir=vis_dir)
         self.model.train()
@@ -338,52 +357,15 @@ class Engine(RunOutputs):
             if self.dist.is_main and getattr(self, "last_val_rows", None):
                 write_csv(self.out_dir / "val_cases_best.csv", self.last_val_rows)
 
-    def _score_test(self) -> None:
-        """``test_after_training``: score the split's test part once with the best checkpoint's weights
-        (the last weights when no validation chose one), like a validation: ``test_cases.csv`` (one row per
-        case and class) and ``test_metrics.csv`` (``test/dice`` ...); also in ``run_summary.json``."""
-        ctx = getattr(self.task, "ctx", None)
-        if ctx is None or (ctx.test_samples is None and ctx.test_cases is None):
-            log.warning("test_after_training: the split has no test cases; nothing scored")
-            return
-        if self.dist.enabled:
-            dist.barrier()  # rank 0 has written checkpoint_best.pth
-        best = self.out_dir / "checkpoint_best.pth"
-        if best.is_file():
-            from medseg.train.checkpoint import read_checkpoint, state_dict_of
-
-            self.model.load_state_dict(state_dict_of(read_checkpoint(best), best))
-        saved = ctx.val_samples, ctx.val_cases
-        ctx.val_samples, ctx.val_cases = ctx.test_samples, ctx.test_cases
-        try:
-            self.model.eval()
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                summary, rows, _ = self.task.validate(self.model, epoch=self.epoch, vis_dir=None)
-        finally:
-            ctx.val_samples, ctx.val_cases = saved
-        if not self.dist.is_main:
-            return
-        summary = {f"test/{k.split('/', 1)[-1]}": v for k, v in summary.items()}
-        weights = "checkpoint_best.pth" if best.is_file() else "last"
-        write_csv(
-            self.out_dir / "test_cases.csv", [{"epoch": self.epoch, "weights": weights, **r} for r in rows]
-        )
-        write_csv(self.out_dir / "test_metrics.csv", [{"epoch": self.epoch, "weights": weights, **summary}])
-        self.test_summary = {"weights": weights, **summary}
-        if self.writer:
-            self.writer.log_scalars(summary, self.step)
-        msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
-        print(f"[test, {weights}] {msg}", flush=True)
-
     def evaluate(self) -> dict:
         """Validate once without training (``train=false``): writes metrics.csv and val_cases.csv."""
+        if self.external:
+            self.model = self.task.load_external(self.model)
         self._open_writer()
         self._init_tables(None)
         start = time.time()
         summary = self._validate()
         self._add_row({"epoch": 0, "step": 0, **summary, "time_s": time.time() - start})
-        if self.cfg.get("train", True) and self.cfg.get("test_after_training", False):
-            self._score_test()  # a library that trained in its own loop (YOLO), then scored here
         self._write_summary(0.0)
         if self.writer:
             self.writer.close()

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from medseg.eval.tables import append_csv, keep_rows, read_csv, write_csv
 from medseg.train.runtime import atomic_write_text
@@ -17,21 +18,21 @@ log = logging.getLogger(__name__)
 
 
 class RunOutputs:
-    """Needs ``out_dir``, ``dist``, ``history``, ``epoch``, ``t`` (trainer config) and what
-    ``_write_summary`` reports (``model``, ``cfg``, ``device``, ``step``, ``best``, ``extra_state``)."""
+    """Needs ``out_dir``, ``dist``, ``history``, ``epoch``, ``t`` (trainer options), ``run`` (the
+    :class:`~medseg.train.contract.RunSpec`) and what ``_write_summary`` reports (``model``, ``device``,
+    ``step``, ``best``, ``extra_state``)."""
 
     def _resume_path(self) -> Path | None:
         """``trainer.resume``: a checkpoint path, or ``auto`` = this run folder's ``checkpoint_last.pth``
         when there is one (a requeued SLURM job starts again in the same folder)."""
-        r = self.t.get("resume")
+        r = self.t.resume
         if not r:
             return None
         if str(r) == "auto":
             last = self.out_dir / "checkpoint_last.pth"
             if last.exists():
                 return last
-            cfg = getattr(self, "cfg", None)
-            if not (cfg is not None and cfg.get("overwrite", False)):
+            if not self.run.overwrite:
                 from medseg.train.run_folder import check_auto_resume
 
                 check_auto_resume(self.out_dir)  # never a fresh start over an earlier run's results
@@ -95,7 +96,7 @@ class RunOutputs:
                 peak = None
         last = self.history[-1] if self.history else {}
         info = {
-            "model": str(self.cfg.model.get("name", "")),
+            "model": self.run.model_name,
             "params": n_all,
             "trainable_params": n_tr,
             "train_time_s": train_time,
@@ -115,3 +116,40 @@ class RunOutputs:
         if self.extra_state.get("resume_changes"):  # settings changed on resume and applied
             info["resume_changes"] = self.extra_state["resume_changes"]
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(info, indent=2, default=float))
+
+    def _score_test(self) -> None:
+        """``test_after_training``: score the split's test part once with the best checkpoint's weights
+        (the last weights when no validation chose one), like a validation: ``test_cases.csv`` (one row per
+        case and class) and ``test_metrics.csv`` (``test/dice`` ...); also in ``run_summary.json``."""
+        ctx = getattr(self.task, "ctx", None)
+        if ctx is None or (ctx.test_samples is None and ctx.test_cases is None):
+            log.warning("test_after_training: the split has no test cases; nothing scored")
+            return
+        if self.dist.enabled:
+            dist.barrier()  # rank 0 has written checkpoint_best.pth
+        best = self.out_dir / "checkpoint_best.pth"
+        if best.is_file():
+            from medseg.train.checkpoint import read_checkpoint, state_dict_of
+
+            self.model.load_state_dict(state_dict_of(read_checkpoint(best), best))
+        saved = ctx.val_samples, ctx.val_cases
+        ctx.val_samples, ctx.val_cases = ctx.test_samples, ctx.test_cases
+        try:
+            self.model.eval()
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                summary, rows, _ = self.task.validate(self.model, epoch=self.epoch, vis_dir=None)
+        finally:
+            ctx.val_samples, ctx.val_cases = saved
+        if not self.dist.is_main:
+            return
+        summary = {f"test/{k.split('/', 1)[-1]}": v for k, v in summary.items()}
+        weights = "checkpoint_best.pth" if best.is_file() else "last"
+        write_csv(
+            self.out_dir / "test_cases.csv", [{"epoch": self.epoch, "weights": weights, **r} for r in rows]
+        )
+        write_csv(self.out_dir / "test_metrics.csv", [{"epoch": self.epoch, "weights": weights, **summary}])
+        self.test_summary = {"weights": weights, **summary}
+        if self.writer:
+            self.writer.log_scalars(summary, self.step)
+        msg = "  ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
+        print(f"[test, {weights}] {msg}", flush=True)

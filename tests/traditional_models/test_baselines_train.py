@@ -49,6 +49,34 @@ def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
     assert (out / "yolo_dataset" / "data.yaml").is_file()
     rows = (out / "val_cases.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,case_id") and len(rows) > 1
+    # the external-trainer strategy: the same checkpoint format, tables and records as every family
+    from medseg.eval.tables import read_csv
+    from medseg.train.checkpoint import CKPT_FORMAT, CheckpointError, read_training_checkpoint
+
+    ck = torch.load(out / "checkpoint_last.pth", map_location="cpu", weights_only=True)
+    assert (
+        ck["format"] == CKPT_FORMAT
+        and ck["optimizer"] is None
+        and ck["task"] == {"yolo_weights": "yolo_best.pt"}
+    )
+    for key in ("splits", "dataset", "config", "eval_protocol", "model_cfg", "history", "best"):
+        assert ck.get(key), key
+    assert ck["model_cfg"]["name"] == "yolo_seg" and ck["best"]["value"] is not None
+    metrics = read_csv(out / "metrics.csv")
+    assert metrics[-1]["val/dice"] != "" and any(k.startswith("train/") for k in metrics[-1])
+    info = json.loads((out / "run_summary.json").read_text())
+    assert info["model"] == "yolo_seg" and info["eval_protocol"]["id"]
+    with pytest.raises(CheckpointError, match="library's own loop"):
+        read_training_checkpoint(out / "checkpoint_last.pth")
+    # our checkpoint of the run evaluates (train=false): the family finds yolo_best.pt beside it
+    again = tmp_path / "eval"
+    run_entry(
+        "train_2d",
+        ["model=yolo_seg", f"model.checkpoint={out / 'checkpoint_best.pth'}", f"dataset.root={data_root / 'kvasir'}",
+         "train=false"],
+        again,
+    )  # fmt: skip
+    assert read_csv(again / "metrics.csv")[0]["val/dice"] != ""
 
 
 @pytest.mark.slow  # 19 s; each baseline's own train test stays in make test

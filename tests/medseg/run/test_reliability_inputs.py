@@ -189,7 +189,11 @@ def test_every_numeric_option_of_the_schemas_has_a_rule():
             if f.name == "threshold":  # a logit: any real number (rule: finite)
                 assert rule_of(f) is not None
             hint = hints[f.name]
-            kinds = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+            kinds = (
+                set(typing.get_args(hint))
+                if typing.get_origin(hint) in (typing.Union, types.UnionType)
+                else {hint}
+            )
             if kinds & {int, float} and not f.name.startswith("_"):
                 assert rule_of(f) is not None, f"{cls.__name__}.{f.name} has no rule"
     for root in ("train_2d", "train_3d"):

@@ -51,8 +51,11 @@ def test_resume_auto_in_finished_folder_refused_by_the_engine_too(tmp_path, caps
     finished_run(run)
     (run / "checkpoint_last.pth").unlink()
     before = snapshot(run)
+    from medseg.schema import TrainerConfig
+    from medseg.train.contract import RunSpec
+
     outputs = RunOutputs()
-    outputs.out_dir, outputs.t = run, {"resume": "auto"}
+    outputs.out_dir, outputs.t, outputs.run = run, TrainerConfig(resume="auto"), RunSpec()
     line = one_line_exit(outputs._resume_path, capsys)
     assert str(run) in line and "no checkpoint_last.pth" in line
     assert snapshot(run) == before

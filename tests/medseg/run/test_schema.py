@@ -34,7 +34,9 @@ from tests.fault_helpers import composed_exit
 def test_unknown_key_or_wrong_type_is_one_line_before_the_run_folder(root, override, names, tmp_path, capsys):
     run = tmp_path / "run"
     extra = {"inference_3d": ["checkpoint=x.pth"], "inference_2d": ["checkpoint=x.pth", "input_dir=y"]}
-    line = composed_exit(root, [*(SMALL if root.startswith("train") else []), *extra.get(root, []), override], run, capsys)
+    line = composed_exit(
+        root, [*(SMALL if root.startswith("train") else []), *extra.get(root, []), override], run, capsys
+    )
     for n in names:
         assert n in line, (n, line)
     assert not run.exists()
@@ -43,7 +45,9 @@ def test_unknown_key_or_wrong_type_is_one_line_before_the_run_folder(root, overr
 def test_the_command_line_refuses_a_trainer_typo_in_one_line(tmp_path):
     r = run_cli("train_2d.py", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "max_epoch" in lines[0] and "max_epochs" in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and "max_epoch" in lines[0] and "max_epochs" in lines[0], (
+        r.stderr
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -81,7 +85,8 @@ def test_presets_say_only_what_differs_from_the_schema(yaml_file):
     assert dataclasses.is_dataclass(schema), f"{yaml_file.name}: not typed by a schema"
     defaults = OmegaConf.structured(schema)
     repeated = [
-        k for k, v in _raw_values(yaml_file).items()
+        k
+        for k, v in _raw_values(yaml_file).items()
         if k in defaults and not OmegaConf.is_config(defaults[k]) and defaults[k] == v
     ]
     assert not repeated, f"{yaml_file.relative_to(CONF)} restates the schema's default of {repeated}"

@@ -83,3 +83,13 @@ def test_batch_size_auto_is_resolved_into_a_copy_not_the_users_config(data_root,
     with pytest.raises(KeyboardInterrupt):
         app.run(cfg, mode="2d", task_key="task_2d")
     assert str(cfg.trainer.batch_size) == "auto" and isinstance(seen["batch"], int)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_task_meets_the_engine_contract(model, tmp_path):
+    """Each family's task is a :class:`Task`; only YOLO hands training to its library (ExternalTrainer)."""
+    from medseg.train.contract import ExternalTrainer, Task
+
+    task = build_task(compose_cfg("train_2d", [*SMALL, f"model={model}"], tmp_path), CTX_2D, "task_2d")
+    assert isinstance(task, ExternalTrainer) == (model == "yolo_seg")
+    assert isinstance(task, Task) or isinstance(task, ExternalTrainer)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from medseg.eval.tables import read_csv
+from medseg.schema import DDPConfig, TrainerConfig
+from medseg.train.contract import RunSpec
 from medseg.train.engine import Engine, TrainingError
+from medseg.train.optim import warmup_constant
 from medseg.train.runtime import DistInfo
 
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5, 1.0]])
@@ -63,47 +65,31 @@ class ToyTask:
         return {"val/dice": -mse}, [{"case_id": "toy", "class_id": 1, "dice": -mse}], {}
 
 
-def toy_cfg(device: str = "cpu", **trainer) -> OmegaConf:
-    t = {
+def toy_trainer(device: str = "cpu", **trainer) -> TrainerConfig:
+    """The engine's typed trainer options: the schema defaults with a toy's sizes."""
+    base = {
         "device": device,
-        "deterministic": False,
         "max_epochs": 2,
-        "max_steps": None,
         "batch_size": 4,
         "num_workers": 0,
         "pin_memory": False,
-        "limit_train_batches": None,
-        "limit_val_batches": None,
-        "val_freq": 1,
-        "val_before_training": False,
-        "accumulate_grad_batches": 1,
         "gradient_clip_val": None,
         "amp": False,
-        "monitor": "val/dice",
-        "monitor_mode": "max",
-        "resume": None,
-        "save_every_n_steps": None,
-        "ddp": {"find_unused_parameters": False, "bucket_cap_mb": 25},
-        "stop_after_epochs": None,
+        "ddp": DDPConfig(find_unused_parameters=False),
         "log_every_n_steps": 1,
-        "activation_checkpointing": False,
         "progress_bar": False,
     }
-    t.update(trainer)
-    return OmegaConf.create(
-        {
-            "seed": 5,
-            "trainer": t,
-            "optim": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "param_groups": []},
-            "scheduler": {
-                "_target_": "medseg.train.optim.warmup_constant",
-                "_partial_": True,
-                "warmup_steps": 0,
-            },
-            "logger": {"log_images": False},
-            "model": {"name": "toy"},
-            "vis": False,
-        }
+    return TrainerConfig(**{**base, **trainer})
+
+
+def toy_run(**spec) -> RunSpec:
+    """What the engine needs besides the trainer: seed, SGD(lr 0.05), a constant lr; no config object."""
+    return RunSpec(
+        seed=5,
+        optimizer=lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05),
+        scheduler=lambda opt, total: warmup_constant(opt, total_steps=total),
+        model_name="toy",
+        **spec,
     )
 
 
@@ -111,7 +97,8 @@ def fit(out, task=None, device=torch.device("cpu"), **trainer) -> tuple[Engine, 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1, bias=False).to(device)
     eng = Engine(
-        cfg=toy_cfg(device=device.type, **trainer),
+        trainer=toy_trainer(device=device.type, **trainer),
+        run=toy_run(),
         task=task or ToyTask(),
         model=model,
         out_dir=out,
@@ -176,3 +163,15 @@ def test_resume_is_exact(tmp_path, device):
     assert rows == read_csv(tmp_path / "straight" / "metrics.csv") or [r["val/dice"] for r in rows] == [
         r["val/dice"] for r in read_csv(tmp_path / "straight" / "metrics.csv")
     ]
+
+
+def test_the_engine_takes_trainer_options_and_a_run_spec_never_the_config(tmp_path):
+    """Issue 22, item 4: no ``cfg`` parameter or attribute; the trainer options are the typed schema."""
+    import inspect
+
+    params = inspect.signature(Engine.__init__).parameters
+    assert "cfg" not in params and {"trainer", "task", "run"} <= set(params)
+    eng, _ = fit(tmp_path / "run", max_epochs=1)
+    assert not hasattr(eng, "cfg") and isinstance(eng.t, TrainerConfig)
+    ck = torch.load(tmp_path / "run" / "checkpoint_last.pth", map_location="cpu", weights_only=True)
+    assert ck["config"] == eng.run.record  # the run's record, as given by the run layer
