@@ -75,7 +75,7 @@ def select_cases(cfg: DictConfig, meta: dict, dataset, checkpoint: str | Path) -
         raise ValueError(f"split={split!r} must be train, val, test or all")
     stored = meta.get("splits")
     known = set(getattr(dataset, "all_case_ids", dataset.case_ids))
-    if cfg.get("splits_file"):
+    if cfg.splits_file:
         sf = Path(str(cfg.splits_file))
         if not sf.is_file():
             raise DataError(f"{sf}: splits_file not found")
@@ -223,13 +223,13 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     ids = select_cases(cfg, getattr(model, "checkpoint_meta", {}), dataset, cfg.checkpoint)
     if not ids:
         raise DataError(f"{cfg.dataset.root}: split {split!r} has no cases")
-    file_prompts = load_prompts_file(cfg.prompts_file, label_names) if cfg.get("prompts_file") else None
+    file_prompts = load_prompts_file(cfg.prompts_file, label_names) if cfg.prompts_file else None
     if file_prompts is not None and not set(file_prompts) & set(ids):
         raise DataError(
             f"{cfg.prompts_file}: prompts_file names no case of split {split!r} "
             f"(it names {sorted(file_prompts)[:3]}; the split has {sorted(ids)[:3]}...)"
         )
-    if cfg.get("verify_data", True):  # NaN/inf voxels, unreadable or tiny files: one line, nothing written
+    if cfg.verify_data:  # NaN/inf voxels, unreadable or tiny files: one line, nothing written
         from medseg.data.verify import preflight_cases
 
         preflight_cases(dataset, ids)

@@ -33,6 +33,7 @@ __all__ = [
     "Inference3DConfig",
     "TrainConfig",
     "TrainerConfig",
+    "VerifyDatasetConfig",
     "register_schemas",
 ]
 
@@ -288,6 +289,14 @@ class Inference2DConfig(RunConfig):
     save_vis: bool = opt(False)
 
 
+@dataclass
+class VerifyDatasetConfig:
+    """Root of ``tools/verify_dataset.py``."""
+
+    dataset: Any = None
+    fast: bool = opt(False)  # headers only (plus one full case)
+
+
 _STORED = False
 
 
@@ -303,6 +312,7 @@ def register_schemas() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="inference_3d_schema", node=Inference3DConfig)
     cs.store(name="inference_2d_schema", node=Inference2DConfig)
+    cs.store(name="verify_dataset_schema", node=VerifyDatasetConfig)
     cs.store(group="trainer", name="schema", node=TrainerConfig)
     cs.store(group="prompt", name="schema", node=PromptConfig)
     for name, node in (("adamw", AdamWConfig), ("adam", AdamConfig), ("sgd", SGDConfig)):

@@ -15,6 +15,9 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medseg.errors import DataError  # noqa: E402
+from medseg.schema import register_schemas  # noqa: E402
+
+register_schemas()  # conf/verify_dataset.yaml builds on its schema (medseg/schema.py)
 
 
 @hydra.main(config_path="../conf", config_name="verify_dataset", version_base="1.3")
@@ -30,7 +33,7 @@ def main(cfg: DictConfig) -> None:
         cause = exc.__cause__ if isinstance(exc.__cause__, DataError) else exc
         print(f"ERROR: {cause}", file=sys.stderr)
         sys.exit(2)
-    problems = verify_dataset(dataset, fast=bool(cfg.get("fast", False)))
+    problems = verify_dataset(dataset, fast=bool(cfg.fast))
     n = len(dataset.all_case_ids)
     if problems:
         for p in problems:

@@ -215,13 +215,13 @@ def preflight(cfg, dataset, *, is_main: bool = True) -> None:
     Raises:
         DataError: one line with the dataset root, the number of problems and the first five.
     """
-    if not cfg.get("verify_data", True) or not is_main:
+    if not cfg.verify_data or not is_main:
         return
     import logging
     import time
 
-    cache = cfg.get("data_cache")
-    memo = Path(str(cache.dir)).expanduser() / "verified" if cache and cache.get("dir") else None
+    cache = cfg.data_cache
+    memo = Path(str(cache.dir)).expanduser() / "verified" if cache.dir else None
     start = time.perf_counter()
     problems = verify_dataset(dataset, memo_dir=memo)
     logging.getLogger(__name__).info(

@@ -152,11 +152,11 @@ def run_inference_2d(cfg: DictConfig) -> list[dict]:
         raise DataError(f"{inp}: input_dir holds no image ({', '.join(sorted(IMAGE_EXT))})")
     model, family, mc = load_inference_model(cfg, device)  # checkpoint errors before anything is written
     size = int(mc.image_size)
-    classes = {int(k): str(v) for k, v in (cfg.get("classes") or {1: "foreground"}).items()}
+    classes = {int(k): str(v) for k, v in cfg.classes.items()}
     kind = PromptConfig.from_cfg(cfg.prompt).kind
-    file_prompts = load_prompts_2d(cfg.prompts_file, classes) if cfg.get("prompts_file") else None
+    file_prompts = load_prompts_2d(cfg.prompts_file, classes) if cfg.prompts_file else None
     masks: dict[str, Path] = {}
-    if cfg.get("mask_dir"):
+    if cfg.mask_dir:
         md = Path(str(cfg.mask_dir))
         if not md.is_dir():
             raise FileNotFoundError(f"{md}: mask_dir is not a folder")
@@ -192,7 +192,7 @@ def run_inference_2d(cfg: DictConfig) -> list[dict]:
         mask = _read_mask(masks[stem]) if stem in masks else None
         s = transform({"image": image, "label": None, "case_id": stem, "spacing": geom.spacing})
         prompts, ids = _objects(
-            stem, (H, W), size, kind, file_prompts, mask, classes, cfg.get("prompts_file")
+            stem, (H, W), size, kind, file_prompts, mask, classes, cfg.prompts_file
         )
         pred = np.zeros((H, W), np.int64)
         if prompts:

@@ -16,8 +16,7 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
     ``cfg.param_groups`` name patterns."""
     cfg = OmegaConf.to_container(cfg, resolve=True)
     groups = cfg.pop("param_groups", None) or []
-    lr = float(cfg.get("lr", 1e-4))
-    wd = float(cfg.get("weight_decay", 0.0))
+    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])  # every optimizer schema has both
     factory = instantiate(cfg)
     return factory(param_groups(model, lr, wd, groups))
 

@@ -186,7 +186,7 @@ def resolve_batch_size(cfg, mode: str) -> int:
             raise ValueError(f"trainer.batch_size: expected a positive integer or auto, got {value!r}")
         return n
     table = OmegaConf.select(cfg, f"trainer.batch_table.{mode}")
-    fallback = int(OmegaConf.select(cfg, "trainer.batch_fallback", default=4))
+    fallback = int(cfg.trainer.batch_fallback)
     variant = str(OmegaConf.select(cfg, "model.variant", default="") or "")
     size_key = variant.rsplit("_", 1)[-1] if "hiera" in variant else None
     if not table or size_key is None:
