@@ -191,9 +191,7 @@ def run_inference_2d(cfg: DictConfig) -> list[dict]:
         H, W = image.shape[1:3]
         mask = _read_mask(masks[stem]) if stem in masks else None
         s = transform({"image": image, "label": None, "case_id": stem, "spacing": geom.spacing})
-        prompts, ids = _objects(
-            stem, (H, W), size, kind, file_prompts, mask, classes, cfg.prompts_file
-        )
+        prompts, ids = _objects(stem, (H, W), size, kind, file_prompts, mask, classes, cfg.prompts_file)
         pred = np.zeros((H, W), np.int64)
         if prompts:
             batch = slice_batch(torch.as_tensor(s["image"])[0], prompts, ids).to(device)
