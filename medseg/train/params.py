@@ -69,8 +69,11 @@ def param_groups(model: torch.nn.Module, base_lr: float, weight_decay: float, gr
                 {
                     "name": g["pattern"],
                     "params": buckets[g["pattern"]],
-                    "lr": float(g.get("lr", base_lr)),
-                    "weight_decay": float(g.get("weight_decay", weight_decay)),
+                    # a key left out (or null, as the schema writes it) takes the optimizer's value
+                    "lr": float(base_lr if g.get("lr") is None else g["lr"]),
+                    "weight_decay": float(
+                        weight_decay if g.get("weight_decay") is None else g["weight_decay"]
+                    ),
                 }
             )
     if rest:

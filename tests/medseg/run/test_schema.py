@@ -115,3 +115,21 @@ def test_a_checkpoint_saved_before_the_schemas_resumes_unless_a_setting_changed(
     saved["seed"] = 7
     with pytest.raises(ValueError, match="seed changed 7 -> 42"):
         check_resume_settings(saved, cfg, "old.pth")
+
+
+@pytest.mark.parametrize(
+    "optim, want", [("adamw_layered", (5e-6, 0.01, 5e-5)), ("medical_sam2_adam", (1e-8, 0.0, 1e-4))]
+)
+def test_param_groups_of_the_presets_build_an_optimizer(optim, want, tmp_path):
+    """The schema writes a group's unset lr / weight_decay as null: the group takes the optimizer's."""
+    import torch
+
+    from medseg.train.optim import build_optimizer
+
+    net = torch.nn.Module()
+    for name in ("image_encoder", "memory_attention", "head"):
+        setattr(net, name, torch.nn.Linear(2, 2))
+    cfg = compose_cfg("train_2d", [*SMALL, f"optim={optim}"], tmp_path)
+    groups = {g["name"]: g for g in build_optimizer(cfg.optim, net).param_groups}
+    first = groups["image_encoder.*"] if "image_encoder.*" in groups else groups["memory_attention.*"]
+    assert (first["lr"], first["weight_decay"], groups["default"]["lr"]) == pytest.approx(want)
