@@ -313,10 +313,11 @@ def register_schemas() -> None:
     cs.store(name="inference_3d_schema", node=Inference3DConfig)
     cs.store(name="inference_2d_schema", node=Inference2DConfig)
     cs.store(name="verify_dataset_schema", node=VerifyDatasetConfig)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
-    cs.store(group="prompt", name="schema", node=PromptConfig)
+    # group schemas live in one group of their own, "schema" (a yaml takes one with /schema/<name>@_here_)
+    cs.store(group="schema", name="trainer", node=TrainerConfig)
+    cs.store(group="schema", name="prompt", node=PromptConfig)
     for name, node in (("adamw", AdamWConfig), ("adam", AdamConfig), ("sgd", SGDConfig)):
-        cs.store(group="optim", name=f"schema_{name}", node=node)
+        cs.store(group="schema", name=f"optim_{name}", node=node)
     for name, node in (("cosine", CosineConfig), ("constant", ConstantConfig), ("step", StepConfig)):
-        cs.store(group="scheduler", name=f"schema_{name}", node=node)
+        cs.store(group="schema", name=f"scheduler_{name}", node=node)
     _STORED = True
