@@ -216,14 +216,24 @@ class Engine(RunOutputs, ExternalLoop):
                 if self.epoch % int(self.t.val_freq) == 0 or self.epoch == int(self.t.max_epochs):
                     row.update(self._validate())
                 row["time_s"] = time.time() - start
-                self._add_row(row)
-                self._maybe_best(row)
-                self.save("checkpoint_last.pth")
+                self._close_epoch(row)
                 if self.dist.enabled:
                     dist.barrier()
                 signum = guard.agreed(self.device, self.dist.enabled)
                 if signum:
                     self._stop(guard, signum, 0)
+        return self._finish(start)
+
+    def _close_epoch(self, row: dict) -> None:
+        """An epoch's row into ``metrics.csv`` (and loggers' history), the best checkpoint if it is the best,
+        then ``checkpoint_last.pth``."""
+        self._add_row(row)
+        self._maybe_best(row)
+        self.save("checkpoint_last.pth")
+
+    def _finish(self, start: float) -> float | None:
+        """After the last epoch: the test split once (``test_after_training``), ``run_summary.json``, the
+        loggers closed. Returns the best value of ``trainer.monitor``."""
         if self.run.test_after_training:
             self._score_test()
         self._write_summary(time.time() - start)

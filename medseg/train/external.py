@@ -38,12 +38,5 @@ class ExternalLoop:
             self.writer.log_scalars({k: v for k, v in last.items() if "/" in k}, self.step)
         last.update(self._validate())
         last["time_s"] = time.time() - start
-        self._add_row(last)
-        self._maybe_best(last)
-        self.save("checkpoint_last.pth")
-        if self.run.test_after_training:
-            self._score_test()
-        self._write_summary(time.time() - start)
-        if self.writer:
-            self.writer.close()
-        return self.best["value"]
+        self._close_epoch(last)
+        return self._finish(start)
