@@ -81,7 +81,7 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
         if world > 1:
             times["no_sync"].append(one(False))
     if rank == 0:
-        Path(out, f"w{world}.json").write_text(json.dumps(times))
+        Path(out, f"w{world}.json").write_text(json.dumps(times), encoding="utf-8")
     if world > 1:
         dist.destroy_process_group()
 
@@ -99,7 +99,9 @@ def main() -> None:
     p.add_argument("--render-only", action="store_true", help="re-render --doc from --out")
     args = p.parse_args()
     if args.render_only:
-        Path(args.doc).write_text(render(json.loads(Path(args.out).read_text())))
+        Path(args.doc).write_text(
+            render(json.loads(Path(args.out).read_text(encoding="utf-8"))), encoding="utf-8"
+        )
         return
     import tempfile
 
@@ -110,7 +112,7 @@ def main() -> None:
             torch.multiprocessing.spawn(
                 _worker, args=(world, _free_port(), args, tmp), nprocs=world, join=True
             )
-            t = json.loads(Path(tmp, f"w{world}.json").read_text())
+            t = json.loads(Path(tmp, f"w{world}.json").read_text(encoding="utf-8"))
             step = statistics.median(t["sync"])
             row = {"processes": world, "step_s": step, "images_per_s": world * args.batch / step}
             if t["no_sync"]:
@@ -129,9 +131,9 @@ def main() -> None:
         "load_avg_1min": [load_before, os.getloadavg()[0]],  # before / after: other jobs on the machine
         "rows": rows,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     text = render(result)
-    Path(args.doc).write_text(text)
+    Path(args.doc).write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -164,7 +164,7 @@ def med(xs: list[float]) -> float:
 
 # ====================================================================== memory of this process
 def _status_mb(field_name: str) -> float | None:
-    with open("/proc/self/status") as f:
+    with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024

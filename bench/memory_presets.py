@@ -118,7 +118,7 @@ def main() -> int:
         "rows": rows,
         "presets": presets,
     }
-    (ROOT / "bench" / "memory_presets.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "bench" / "memory_presets.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
     print(json.dumps(presets, indent=2))
     return 0
 

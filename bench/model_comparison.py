@@ -173,7 +173,7 @@ def cpu_row(family: str, variant: str) -> dict:
 
 def remeasure_cpu() -> dict:
     """Only the CPU columns again (the counted columns are kept)."""
-    counted = json.loads(OUT_JSON.read_text())
+    counted = json.loads(OUT_JSON.read_text(encoding="utf-8"))
     torch.set_num_threads(1)
     for name, family, variant, _ in rows_to_run():
         counted["rows"][name]["cpu"] = cpu_row(family, variant)
@@ -315,20 +315,20 @@ def main(argv=None) -> int:
     if args.gpu and args.gpu_out:
         out = Path(args.gpu_out)
         gpu = measure_gpu()
-        out.write_text(json.dumps(gpu, indent=1))
+        out.write_text(json.dumps(gpu, indent=1), encoding="utf-8")
         page = out.with_name("MODEL_COMPARISON_gpu.md")
-        page.write_text(render(json.loads(OUT_JSON.read_text()), gpu))
+        page.write_text(render(json.loads(OUT_JSON.read_text(encoding="utf-8")), gpu), encoding="utf-8")
         print(page)
         return 0
     if args.gpu:
-        GPU_JSON.write_text(json.dumps(measure_gpu(), indent=1))
+        GPU_JSON.write_text(json.dumps(measure_gpu(), indent=1), encoding="utf-8")
     elif args.cpu:
-        OUT_JSON.write_text(json.dumps(remeasure_cpu(), indent=1))
+        OUT_JSON.write_text(json.dumps(remeasure_cpu(), indent=1), encoding="utf-8")
     elif not args.render:
-        OUT_JSON.write_text(json.dumps(count_all(), indent=1))
-    counted = json.loads(OUT_JSON.read_text())
-    gpu = json.loads(GPU_JSON.read_text()) if GPU_JSON.exists() else None
-    DOC.write_text(render(counted, gpu))
+        OUT_JSON.write_text(json.dumps(count_all(), indent=1), encoding="utf-8")
+    counted = json.loads(OUT_JSON.read_text(encoding="utf-8"))
+    gpu = json.loads(GPU_JSON.read_text(encoding="utf-8")) if GPU_JSON.exists() else None
+    DOC.write_text(render(counted, gpu), encoding="utf-8")
     print(DOC)
     return 0
 

@@ -105,7 +105,11 @@ def measure(a: argparse.Namespace) -> int:
     q = a.quick
     sizes = [int(s) for s in (a.sizes or ("64" if q else "64,128")).split(",")]
     t_start = time.time()
-    prev = json.loads(Path(a.results).read_text()) if a.update and Path(a.results).exists() else {}
+    prev = (
+        json.loads(Path(a.results).read_text(encoding="utf-8"))
+        if a.update and Path(a.results).exists()
+        else {}
+    )
     r = {
         **prev,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
     if a.render_only:
         from bench.report import render
 
-        r = json.loads(Path(a.results).read_text())
+        r = json.loads(Path(a.results).read_text(encoding="utf-8"))
         Path(a.doc).write_text(render(r), encoding="utf-8")
         print(f"rendered {a.doc}")
         return 0

@@ -115,7 +115,7 @@ def load_prompts_file(path: str | Path, label_names: dict[int, str]) -> dict[str
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: prompts_file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -255,7 +255,7 @@ def run_inference(cfg: DictConfig) -> list[dict]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write_test.{dist_info.rank}"
-        probe.write_text("")
+        probe.write_text("", encoding="utf-8")
         probe.unlink()
     except OSError as e:
         raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None

@@ -55,7 +55,7 @@ def quirky_nnunet(root: Path, n_cases: int = 2, shape_xyz=(20, 16, 6)) -> tuple[
         "numTraining": n_cases,
         "file_ending": ".nii.gz",
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root, expected
 
 

@@ -82,15 +82,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def finished_run(folder: Path) -> dict[str, bytes]:
     """A folder as a finished run leaves it (checkpoints, tables, summary, .hydra/)."""
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text("dataset:\n  name: kvasir\n")
+    (folder / ".hydra" / "config.yaml").write_text("dataset:\n  name: kvasir\n", encoding="utf-8")
     last = {
         "format": "sam2-medical/1",
         "model": {"w": torch.ones(2)},
         "optimizer": {},
     }  # a training checkpoint
     torch.save(last, folder / "checkpoint_last.pth")
-    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,2,0.5\n")
-    (folder / "run_summary.json").write_text(json.dumps({"epochs": 1}))
+    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,2,0.5\n", encoding="utf-8")
+    (folder / "run_summary.json").write_text(json.dumps({"epochs": 1}), encoding="utf-8")
     return snapshot(folder)
 
 

@@ -133,7 +133,7 @@ def test_no_import_points_up(package):
 
 def test_the_checker_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from func_3d.task import X\n")
+    f.write_text("def f():\n    from func_3d.task import X\n", encoding="utf-8")
     assert _hits(imports_of(f)[0][1], FORBIDDEN["medseg/eval"])
 
 
@@ -146,7 +146,8 @@ def test_the_checker_sees_relative_imports_and_module_strings(tmp_path):
         "from ..func_2d import task\n"
         "import importlib\n"
         'm = importlib.import_module("func_3d.task")\n'
-        'node = {"_target_": "traditional_models.unet.UNet"}\n'
+        'node = {"_target_": "traditional_models.unet.UNet"}\n',
+        encoding="utf-8",
     )
     try:
         names = [n for _, n in imports_of(f)]
@@ -283,10 +284,11 @@ def test_the_reexport_check_sees_shims(tmp_path):
         "if TYPE_CHECKING:\n"
         "    from torch import Tensor\n"
         "def f(x: Tensor, y: 'PurePath') -> None:\n"
-        "    return None\n"
+        "    return None\n",
+        encoding="utf-8",
     )
     (pkg / "__init__.py").write_text(
-        "from pkg.shim import f\nfrom pathlib import Path\n__all__ = ['f', 'Path']\n"
+        "from pkg.shim import f\nfrom pathlib import Path\n__all__ = ['f', 'Path']\n", encoding="utf-8"
     )
     found = [r.split(" ", 1)[1] for r in reexports_of(pkg / "shim.py")]
     assert found == ["re-exports Path", "re-exports everything of json"], found

@@ -15,7 +15,8 @@ def test_a_skip_for_a_missing_package_fails_and_other_skips_stay_skips(tmp_path)
         "import pytest\n"
         "def test_missing():\n    pytest.importorskip('no_such_package_xyz')\n"
         "def test_reasoned():\n    pytest.importorskip('no_such_package_xyz', reason='xyz is not installed')\n"
-        "def test_hardware():\n    pytest.skip('needs two CUDA devices')\n"
+        "def test_hardware():\n    pytest.skip('needs two CUDA devices')\n",
+        encoding="utf-8",
     )
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider", str(f)],

@@ -32,7 +32,7 @@ def test_reexecuting_the_notebook_gives_the_committed_cells(tmp_path):
     assert not [o for c in fresh.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert (tmp_path / "runs" / "2d_sam2.1_hiera_t" / "csv" / "scalars.csv").is_file()
     assert list((tmp_path / "predictions").glob("*.nii.gz"))
-    assert "hiera_t" in (tmp_path / "comparison" / "comparison.md").read_text()
+    assert "hiera_t" in (tmp_path / "comparison" / "comparison.md").read_text(encoding="utf-8")
     old, new = comparable(committed), comparable(fresh)
     assert len(old) == len(new)
     for i, (a, b) in enumerate(zip(old, new, strict=True)):

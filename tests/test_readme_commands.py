@@ -288,9 +288,9 @@ def work(tmp_path_factory) -> Path:
     bin_ = w / ".standins"
     bin_.mkdir()
     for tool, text in STANDINS.items():
-        (bin_ / tool).write_text(text)
+        (bin_ / tool).write_text(text, encoding="utf-8")
         (bin_ / tool).chmod(0o755)
-    (bin_ / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (bin_ / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     return w
 
 

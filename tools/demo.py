@@ -31,7 +31,7 @@ def run(cmd: list[str]) -> None:
 
 
 def dice_table(metrics_csv: Path) -> str:
-    with open(metrics_csv, newline="") as f:
+    with open(metrics_csv, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     hd = [k for k in (rows[0] if rows else {}) if k.startswith("val/hd95_") and "/" not in k[4:]]
     col = hd[0] if hd else "val/hd95_mm"  # one unit per dataset: mm, or px/voxel without spacing
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
                 f"hydra.run.dir={out / 'inference_3d'}",
             ]
         )
-        with open(preds / "metrics.csv", newline="") as f:
+        with open(preds / "metrics.csv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
         print("\nPer-case, per-organ Dice of inference_3d:")
         print("case        organ      dice    hd95")

@@ -170,7 +170,9 @@ def export_yolo_dataset(
             if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), bgr):
                 raise OSError(f"could not write {out / 'images' / split / f'{stem}.png'}")
             lines = label_to_lines(lab, label_ids, min_area=min_area)
-            (out / "labels" / split / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+            (out / "labels" / split / f"{stem}.txt").write_text(
+                "".join(f"{ln}\n" for ln in lines), encoding="utf-8"
+            )
     data = {
         "path": str(out),
         "train": "images/train",
@@ -181,5 +183,5 @@ def export_yolo_dataset(
         "label_ids": label_ids,
     }
     path = out / "data.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

@@ -240,7 +240,7 @@ def presets(mp_path: Path) -> list[str]:
     """Activation memory per sample and the ``trainer=high_memory`` table (from ``mp_path``)."""
     L = ["## Activation memory per sample and the `trainer=high_memory` table", ""]
     if mp_path.exists():
-        mp = json.loads(mp_path.read_text())
+        mp = json.loads(mp_path.read_text(encoding="utf-8"))
         k = mp["max_objects"]
         L += [
             f"Counted by `bench/memory_presets.py` on the meta device (shapes only, fp32; bf16 autocast keeps "

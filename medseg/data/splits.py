@@ -88,7 +88,7 @@ def _check(splits: Any, known: set[str], source: str) -> dict[str, list[str]]:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: split file not found") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -101,7 +101,7 @@ def save_splits(splits: dict[str, list[str]], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(splits, f, indent=2)
         os.replace(tmp, path)
     finally:

@@ -128,7 +128,7 @@ def write_nnunet(
             "training": training,
             "test": test,
         }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return root
 
 
@@ -253,9 +253,9 @@ def write_kvasir(root: str | Path, n: int = 6, size: int = 64, *, seed: int = 0)
         }
         stems.append(stem)
     n_train = max(1, int(round(0.8 * n)))
-    (root / "train.txt").write_text("\n".join(stems[:n_train]) + "\n")
-    (root / "val.txt").write_text("\n".join(stems[n_train:]) + "\n")
-    (root / "kavsir_bboxes.json").write_text(json.dumps(bboxes))
+    (root / "train.txt").write_text("\n".join(stems[:n_train]) + "\n", encoding="utf-8")
+    (root / "val.txt").write_text("\n".join(stems[n_train:]) + "\n", encoding="utf-8")
+    (root / "kavsir_bboxes.json").write_text(json.dumps(bboxes), encoding="utf-8")
     return root
 
 

@@ -129,7 +129,7 @@ def _remember(path: Path, problems: list[str], labelled: bool) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".verify.", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"problems": problems, "labelled": labelled}, f)
         os.replace(tmp, path)
     except OSError:  # a read-only cache only costs speed
@@ -149,7 +149,7 @@ def check_case(dataset, case_id: str, memo_dir: str | Path | None = None) -> tup
     if memo_dir is not None:
         try:
             memo = _memo_path(Path(memo_dir), dataset, case_id, files)
-            verdict = json.loads(memo.read_text())
+            verdict = json.loads(memo.read_text(encoding="utf-8"))
             return list(verdict["problems"]), bool(verdict["labelled"])
         except (OSError, ValueError, KeyError, TypeError):
             pass

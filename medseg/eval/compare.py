@@ -50,7 +50,7 @@ class CompareError(Exception):
 # ---------------------------------------------------------------------------------------------- reading
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CompareError(f"{path} is missing") from None
     except (OSError, json.JSONDecodeError) as exc:
@@ -75,7 +75,7 @@ def read_val_cases(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "val_cases.csv"
     if not path.is_file():
         raise CompareError(f"{path} is missing (the run never validated?)")
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     need = {"epoch", "case_id", "class_name", "dice", "iou", "hd95", "status"}
     if not rows:
@@ -108,10 +108,12 @@ def model_name(run_dir: Path, summary: dict[str, Any]) -> str:
         try:
             import yaml
 
-            name = ((yaml.safe_load(cfg.read_text()) or {}).get("model") or {}).get("name")
+            name = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
         except Exception:  # no/odd yaml: fall back to a plain scan of the "model:" block
             m = re.search(
-                r"^model:\s*\n(?:[ \t]+.*\n)*?[ \t]+name:\s*['\"]?([^'\"\n]+)", cfg.read_text(), re.M
+                r"^model:\s*\n(?:[ \t]+.*\n)*?[ \t]+name:\s*['\"]?([^'\"\n]+)",
+                cfg.read_text(encoding="utf-8"),
+                re.M,
             )
             name = m.group(1).strip() if m else None
         if name:
@@ -195,7 +197,7 @@ def _cell(v: Any) -> Any:
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows to CSV; the header is the union of the keys in order of appearance, NaN is an empty cell."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
+    with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:

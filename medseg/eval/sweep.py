@@ -101,13 +101,15 @@ def _run_row(run: Path) -> dict | None:
     info_path = run / "run_summary.json"
     if not info_path.exists():
         return None
-    info = json.loads(info_path.read_text())
+    info = json.loads(info_path.read_text(encoding="utf-8"))
     last = info.get("last") or {}
     best = info.get("best") or {}
     overrides = ""
     ov = run / ".hydra" / "overrides.yaml"
     if ov.exists():
-        overrides = " ".join(x.strip("- ").strip() for x in ov.read_text().splitlines() if x.strip())
+        overrides = " ".join(
+            x.strip("- ").strip() for x in ov.read_text(encoding="utf-8").splitlines() if x.strip()
+        )
     return {
         "run": run.name,
         "model": info.get("model"),
@@ -265,7 +267,7 @@ def _job_label(run: Path) -> str:
     """A short name for a sweep job: its ``arm``/``model`` override, else the folder name."""
     ov = run / ".hydra" / "overrides.yaml"
     if ov.exists():
-        items = [x.strip("- ").strip() for x in ov.read_text().splitlines() if x.strip()]
+        items = [x.strip("- ").strip() for x in ov.read_text(encoding="utf-8").splitlines() if x.strip()]
         for key in ("+arm=", "arm=", "model="):
             hit = [x[len(key) :] for x in items if x.startswith(key)]
             if hit:

@@ -33,7 +33,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -46,7 +46,7 @@ def append_csv(path: str | Path, rows: list[dict]) -> None:
     if not path.exists():
         write_csv(path, rows)
         return
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         header = next(csv.reader(f), [])
     if not header or any(k not in header for r in rows for k in r):
         write_csv(path, read_csv(path) + list(rows))
@@ -55,7 +55,7 @@ def append_csv(path: str | Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
     for r in rows:
         w.writerow({k: _fmt(r.get(k, "")) for k in header})
-    with open(path, "a", newline="") as f:
+    with open(path, "a", encoding="utf-8", newline="") as f:
         f.write(buf.getvalue())
 
 

@@ -64,12 +64,12 @@ def load_prompts_2d(path: str | Path, classes: dict[int, str]) -> dict[str, list
     out: dict[str, list[dict]] = {}
     try:
         if path.suffix.lower() == ".csv":
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding="utf-8") as f:
                 for r in csv.DictReader(f):
                     box = [float(r[k]) for k in ("x0", "y0", "x1", "y1")]
                     out.setdefault(stem_of(r["image"]), []).append({"class": r.get("class") or 1, "box": box})
         else:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise DataError(f"{path}: prompts_file must map image stems to prompt lists")
             out = {stem_of(k): list(v if isinstance(v, list) else [v]) for k, v in data.items()}
@@ -179,7 +179,7 @@ def run_inference_2d(cfg: DictConfig) -> list[dict]:
     check_output_folder(out_dir, overwrite=bool(cfg.overwrite))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write_test").write_text("")
+        (out_dir / ".write_test").write_text("", encoding="utf-8")
         (out_dir / ".write_test").unlink()
     except OSError as e:
         raise PermissionError(f"{out_dir}: output_dir is not writable ({e.strerror})") from None

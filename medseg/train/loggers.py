@@ -97,7 +97,7 @@ class CSVLogger:
         self.path = Path(out_dir) / save_dir
         self.path.mkdir(parents=True, exist_ok=True)
         new = not (self.path / "scalars.csv").exists()
-        self._file = open(self.path / "scalars.csv", "a", newline="")  # appends on resume
+        self._file = open(self.path / "scalars.csv", "a", encoding="utf-8", newline="")  # appends on resume
         self._csv = csv.writer(self._file)
         if new:
             self._csv.writerow(["step", "name", "value"])
@@ -108,7 +108,7 @@ class CSVLogger:
         self._file.flush()
 
     def log_hparams(self, params: Mapping) -> None:
-        (self.path / "hparams.json").write_text(json.dumps(params, indent=1, default=str))
+        (self.path / "hparams.json").write_text(json.dumps(params, indent=1, default=str), encoding="utf-8")
 
     def log_images(self, images: Mapping[str, np.ndarray], step: int) -> None:
         return None

@@ -51,7 +51,7 @@ def read_lock(folder: str | Path) -> dict | None:
     """The lock of ``folder`` (``{"pid", "host", "started"}``) or None."""
     f = Path(folder) / LOCK_NAME
     try:
-        return json.loads(f.read_text())
+        return json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -246,7 +246,7 @@ class RunLock:
                 )
                 self.path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(info, f)
             self.held = True
             atexit.register(self.release)

@@ -24,7 +24,9 @@ def test_render_only_writes_the_page_without_measuring(tmp_path):
     from bench.run import main
 
     doc = tmp_path / "page.md"
-    (tmp_path / "r.json").write_text(json.dumps({"device": {"type": "cpu"}, "commands": ["cd x"]}))
+    (tmp_path / "r.json").write_text(
+        json.dumps({"device": {"type": "cpu"}, "commands": ["cd x"]}), encoding="utf-8"
+    )
     assert main(["--render-only", "--results", str(tmp_path / "r.json"), "--doc", str(doc)]) == 0
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks") and "cd x" in text and "not measured" in text

@@ -36,7 +36,7 @@ def test_a_failing_and_a_timed_out_stage_are_recorded_and_the_next_runs(tmp_path
     ]
     assert seen == [1, 2, 3] and recs[1]["seconds"] < 20
     assert recs[0]["last_line"] == "boom" and recs[1]["last_line"] == "waiting"
-    assert (tmp_path / "works.log").read_text().endswith("fine\n")
+    assert (tmp_path / "works.log").read_text(encoding="utf-8").endswith("fine\n")
     # the budget is shared: a stage with nothing left is recorded as skipped, not run
     late = gpu_check.run_stages(stages[3:], tmp_path, budget_s=0)
     assert late[0]["status"] == "skipped" and not (tmp_path / "late.log").exists()
@@ -48,11 +48,14 @@ def test_a_failing_and_a_timed_out_stage_are_recorded_and_the_next_runs(tmp_path
         ],
         "train_clips_3d_all": [{"image_size": 1024, "clips": 4, "oom": "OOM at 139 GB"}],
     }
-    (tmp_path / "bench_results.json").write_text(json.dumps(results))
+    (tmp_path / "bench_results.json").write_text(json.dumps(results), encoding="utf-8")
     s = gpu_check.write_summary(tmp_path, recs + late, {"device": "fake", "budget_s": 60})
     assert not s["all_green"]
-    assert json.loads((tmp_path / "summary.json").read_text())["stages"][1]["status"] == "timeout"
-    md = (tmp_path / "summary.md").read_text()
+    assert (
+        json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["stages"][1]["status"]
+        == "timeout"
+    )
+    md = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| hangs | timeout |" in md and "OOM at 139 GB" in md
     got = {g["what"]: g["pass"] for g in s["goals"]}
     assert got["inference 13 organs x 64 sl @512: speedup vs Meta"] is True

@@ -157,7 +157,7 @@ def test_hydra_main_after_importing_sam2_train(tmp_path):
     script = tmp_path / "app.py"
     conf = tmp_path / "conf"
     conf.mkdir()
-    (conf / "cfg.yaml").write_text("value: 3\n")
+    (conf / "cfg.yaml").write_text("value: 3\n", encoding="utf-8")
     script.write_text(
         "import sam2_train, sam2, hydra\n"
         "from sam2_train import build_sam2_model\n"
@@ -165,7 +165,8 @@ def test_hydra_main_after_importing_sam2_train(tmp_path):
         "def main(cfg):\n"
         "    m = build_sam2_model('sam2.1_hiera_t', image_size=64)\n"
         "    print('VALUE', cfg.value * 2, type(m).__name__)\n"
-        "main()\n"
+        "main()\n",
+        encoding="utf-8",
     )
     r = run_cli(
         script,

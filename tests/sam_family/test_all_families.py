@@ -65,8 +65,8 @@ def test_all_families_run_and_write_one_comparison(data_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if (p / "run_summary.json").is_file())
     assert len(jobs) == len(ARMS)
-    assert len({(j / "splits.json").read_text() for j in jobs}) == 1  # identical splits
-    assert {json.loads((j / "run_summary.json").read_text())["model"] for j in jobs} == {
+    assert len({(j / "splits.json").read_text(encoding="utf-8") for j in jobs}) == 1  # identical splits
+    assert {json.loads((j / "run_summary.json").read_text(encoding="utf-8"))["model"] for j in jobs} == {
         name for name, _ in ARMS.values()
     }
     for job in jobs:  # the split's test part is scored once after training, YOLO's own loop included

@@ -129,14 +129,14 @@ def test_auto_encoder_takes_resnet50_without_the_sam_file_and_records_it(data_ro
     with caplog.at_level(logging.INFO):
         run_entry("train_2d", overrides, out)
     assert any("encoder resnet50" in r.getMessage() and "not found" in r.getMessage() for r in caplog.records)
-    enc = json.loads((out / "run_summary.json").read_text())["weights"]["encoder"]
+    enc = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))["weights"]["encoder"]
     assert enc["name"] == "resnet50" and enc["requested"] == "auto" and str(missing) in enc["reason"]
     for name in ("checkpoint_last.pth", "checkpoint_best.pth", "metrics.csv", "val_cases.csv", "splits.json"):
         assert (out / name).is_file(), name
     # the trained model evaluates from its own checkpoint (model.checkpoint is honoured, strictly)
     ev = tmp_path / "eval"
     run_entry("train_2d", [*overrides, "train=false", f"model.checkpoint={out / 'checkpoint_best.pth'}"], ev)
-    weights = json.loads((ev / "run_summary.json").read_text())["weights"]
+    weights = json.loads((ev / "run_summary.json").read_text(encoding="utf-8"))["weights"]
     assert weights["source"] == str((out / "checkpoint_best.pth").resolve())
     assert weights["encoder"]["name"] == "resnet50"
 
@@ -262,8 +262,10 @@ def test_study_runs_every_arm_and_compares_them(study, data_root, tmp_path):
     for job in jobs:
         for name in ("metrics.csv", "val_cases.csv", "splits.json", ".hydra/config.yaml", "run_summary.json"):
             assert (job / name).is_file(), (job, name)
-        trained = json.loads((job / "run_summary.json").read_text())["steps"] > 0
+        trained = json.loads((job / "run_summary.json").read_text(encoding="utf-8"))["steps"] > 0
         assert trained == (job / "checkpoint_last.pth").is_file(), job
-    assert len({(j / "splits.json").read_text() for j in jobs}) == 1  # one split for every arm
+    assert (
+        len({(j / "splits.json").read_text(encoding="utf-8") for j in jobs}) == 1
+    )  # one split for every arm
     table = (sweep / "comparison" / "comparison.md").read_text(encoding="utf-8")
     assert all(arm in table for arm in arms), table[:2000]

@@ -86,14 +86,14 @@ def test_test_after_training_scores_the_test_part_like_val(tmp_path):
         ],
         out,
     )  # fmt: skip
-    splits = json.loads((out / "splits.json").read_text())
-    with open(out / "test_cases.csv", newline="") as f:
+    splits = json.loads((out / "splits.json").read_text(encoding="utf-8"))
+    with open(out / "test_cases.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted({r["case_id"] for r in rows}) == sorted(splits["test"]) and splits["test"]
     assert not set(splits["test"]) & set(splits["val"])
-    with open(out / "test_metrics.csv", newline="") as f:
+    with open(out / "test_metrics.csv", encoding="utf-8", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert 0.0 <= float(row["test/dice"]) <= 1.0 and row["weights"] == "checkpoint_best.pth"
-    assert json.loads((out / "run_summary.json").read_text())["test"]["test/dice"] == pytest.approx(
-        float(row["test/dice"]), abs=1e-5
-    )
+    assert json.loads((out / "run_summary.json").read_text(encoding="utf-8"))["test"][
+        "test/dice"
+    ] == pytest.approx(float(row["test/dice"]), abs=1e-5)

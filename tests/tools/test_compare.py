@@ -67,8 +67,10 @@ def make_run(
 ) -> Path:
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    (run / "splits.json").write_text(json.dumps({"train": ["a", "b"], "val": list(val), "test": list(test)}))
-    (run / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\n  lr: 0.1\n")
+    (run / "splits.json").write_text(
+        json.dumps({"train": ["a", "b"], "val": list(val), "test": list(test)}), encoding="utf-8"
+    )
+    (run / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\n  lr: 0.1\n", encoding="utf-8")
     rows = []
     for ep in epochs:
         f = scale if ep == epochs[-1] or ep == best else 0.1  # other epochs get junk values
@@ -92,12 +94,12 @@ def make_run(
                 }
             )
     if write_cases:
-        with open(run / "val_cases.csv", "w", newline="") as fh:
+        with open(run / "val_cases.csv", "w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
     (run / "metrics.csv").write_text(
-        "epoch,step,val/dice,time_s\n" + "".join(f"{e},{e},,1\n" for e in epochs)
+        "epoch,step,val/dice,time_s\n" + "".join(f"{e},{e},,1\n" for e in epochs), encoding="utf-8"
     )
     summary = {
         "model": model,
@@ -110,7 +112,7 @@ def make_run(
         "best": {"metric": "val/dice", "value": 0.5, "epoch": best},
         "last": {},
     }
-    (run / "run_summary.json").write_text(json.dumps(summary))
+    (run / "run_summary.json").write_text(json.dumps(summary), encoding="utf-8")
     if vis_cases is not None:
         ep = best if best in epochs else epochs[-1]
         vis = run / "vis" / f"epoch_{ep:03d}"
@@ -147,7 +149,7 @@ def test_compare_three_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out / "comparison.md")
 
-    with open(out / "comparison.csv", newline="") as fh:
+    with open(out / "comparison.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["model"] for r in rows] == ["sam2", "unet", "yolo"]
     assert [r["epoch"] for r in rows] == ["2", "1", "5"]
@@ -161,7 +163,7 @@ def test_compare_three_runs(tmp_path):
         assert float(r["iou_mean"]) == pytest.approx(0.29 * scale)
         assert r["params"] and r["train_time_s"] == "12.5" and r["peak_memory_mb"] == "321"
 
-    md = (out / "comparison.md").read_text()
+    md = (out / "comparison.md").read_text(encoding="utf-8")
     for name in ("sam2", "unet", "yolo", "0.5800 ± "):
         assert name in md
     assert "epoch 4 is not in val_cases.csv" in md
@@ -185,12 +187,12 @@ def test_names_and_last_epoch(tmp_path):
     out = tmp_path / "o"
     res = run_tool(a, b, "--out", out, "--names", "first,second", "--epoch", "last")
     assert res.returncode == 0, res.stderr
-    with open(out / "comparison.csv", newline="") as fh:
+    with open(out / "comparison.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["run"] for r in rows] == ["first", "second"]
     assert rows[0]["epoch"] == "3"
     assert not (out / "grids").exists()
-    assert "grids skipped" in (out / "comparison.md").read_text()
+    assert "grids skipped" in (out / "comparison.md").read_text(encoding="utf-8")
 
 
 def test_different_splits_fail(tmp_path):
@@ -233,11 +235,11 @@ def test_split_panels_with_prompt_panel():
 
 def _set_units(run: Path, units: list[str]) -> None:
     """Give ``run``'s val_cases.csv an ``hd95_unit`` column, cycling through ``units`` row by row."""
-    with open(run / "val_cases.csv", newline="") as fh:
+    with open(run / "val_cases.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for i, r in enumerate(rows):
         r["hd95_unit"] = units[i % len(units)]
-    with open(run / "val_cases.csv", "w", newline="") as fh:
+    with open(run / "val_cases.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -250,9 +252,9 @@ def test_hd95_unit_is_shown_and_never_mixed(tmp_path):
         _set_units(r, ["px"])
     res = run_tool(a, b, "--out", tmp_path / "ok")
     assert res.returncode == 0, res.stderr
-    with open(tmp_path / "ok" / "comparison.csv", newline="") as fh:
+    with open(tmp_path / "ok" / "comparison.csv", encoding="utf-8", newline="") as fh:
         assert {r["hd95_unit"] for r in csv.DictReader(fh)} == {"px"}
-    assert "HD95 (px)" in (tmp_path / "ok" / "comparison.md").read_text()
+    assert "HD95 (px)" in (tmp_path / "ok" / "comparison.md").read_text(encoding="utf-8")
     _set_units(b, ["mm"])  # runs in different units
     res = run_tool(a, b, "--out", tmp_path / "across")
     assert res.returncode == 2 and "px vs mm" in res.stderr, res.stderr

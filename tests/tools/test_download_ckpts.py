@@ -48,7 +48,7 @@ def tool(tmp_path):
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     for name, text in (("curl", FAKE_CURL), ("fakepy", FAKE_PY)):
-        (bin_ / name).write_text(text)
+        (bin_ / name).write_text(text, encoding="utf-8")
         (bin_ / name).chmod(0o755)
     log = tmp_path / "log.txt"
     env = {
@@ -59,7 +59,7 @@ def tool(tmp_path):
     }
 
     def run(*args):
-        log.write_text("")
+        log.write_text("", encoding="utf-8")
         r = subprocess.run(
             ["bash", str(ck / "download_ckpts.sh"), *args],
             env=env,
@@ -67,7 +67,7 @@ def tool(tmp_path):
             text=True,
             timeout=60,
         )
-        return r, log.read_text().splitlines()
+        return r, log.read_text(encoding="utf-8").splitlines()
 
     return ck, run
 

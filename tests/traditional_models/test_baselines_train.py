@@ -20,7 +20,7 @@ def test_cnn_baseline_two_steps(model, data_root, tmp_path):
         assert (out / name).is_file(), name
     ck = torch.load(out / "checkpoint_last.pth", map_location="cpu", weights_only=True)
     assert ck["step"] == 2 and ck["model_cfg"]["name"] == model
-    info = json.loads((out / "run_summary.json").read_text())
+    info = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
     assert info["params"] > 0 and info["model"] == model
 
 
@@ -47,7 +47,7 @@ def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
     for name in (*OUTPUTS, "yolo_best.pt"):
         assert (out / name).is_file(), name
     assert (out / "yolo_dataset" / "data.yaml").is_file()
-    rows = (out / "val_cases.csv").read_text().splitlines()
+    rows = (out / "val_cases.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("epoch,case_id") and len(rows) > 1
     # the external-trainer strategy: the same checkpoint format, tables and records as every family
     from medseg.eval.tables import read_csv
@@ -64,7 +64,7 @@ def test_yolo_baseline_trains_and_is_scored_by_our_metrics(data_root, tmp_path):
     assert ck["model_cfg"]["name"] == "yolo_seg" and ck["best"]["value"] is not None
     metrics = read_csv(out / "metrics.csv")
     assert metrics[-1]["val/dice"] != "" and any(k.startswith("train/") for k in metrics[-1])
-    info = json.loads((out / "run_summary.json").read_text())
+    info = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
     assert info["model"] == "yolo_seg" and info["eval_protocol"]["id"]
     with pytest.raises(CheckpointError, match="library's own loop"):
         read_training_checkpoint(out / "checkpoint_last.pth")
@@ -95,12 +95,16 @@ def test_kvasir_baselines_multirun_ends_with_a_comparison(tmp_path):
         "yolo_cfg=yolo11n-seg.yaml", f"hydra.sweep.dir={sweep}", timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    with open(sweep / "comparison" / "comparison.csv", newline="") as f:
+    with open(sweep / "comparison" / "comparison.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     labels = sorted(row["run"] for row in rows)
     assert labels == sorted(
         ["sam2_zero_shot", "sam2_finetuned", "resnet_box_prompt", "resnet50_frozen_decoder", "yolo_seg"]
     )
-    splits = {(p / "splits.json").read_text() for p in sweep.iterdir() if (p / "splits.json").exists()}
+    splits = {
+        (p / "splits.json").read_text(encoding="utf-8")
+        for p in sweep.iterdir()
+        if (p / "splits.json").exists()
+    }
     assert len(splits) == 1, "the arms used different splits"
     assert (sweep / "comparison" / "comparison_dice.png").exists() and (sweep / "sweep_summary.csv").exists()

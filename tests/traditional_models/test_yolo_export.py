@@ -69,10 +69,10 @@ def test_export_layout_and_labels(tmp_path):
         tmp_path / "yolo",
         {0: "bg", 1: "ring", 2: "box"},
     )
-    data = yaml.safe_load(data_yaml.read_text())
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
     assert data["names"] == {0: "ring", 1: "box"} and data["nc"] == 2 and data["label_ids"] == [1, 2]
     assert (tmp_path / "yolo" / "images" / "train" / "case_0.png").is_file()
-    lines = (tmp_path / "yolo" / "labels" / "train" / "case_1.txt").read_text().splitlines()
+    lines = (tmp_path / "yolo" / "labels" / "train" / "case_1.txt").read_text(encoding="utf-8").splitlines()
     back = polygons_to_mask(lines, 64, 64)
     lab = _label(shift=1)
     assert _dice(lab == 2, back == 2) > 0.95

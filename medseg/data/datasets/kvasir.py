@@ -27,7 +27,7 @@ class KvasirDataset(Folder2DDataset):
             f = self.root / f"{split}.txt"
             if not f.is_file():
                 continue
-            stems = [stem_of(s.strip()) for s in f.read_text().splitlines() if s.strip()]
+            stems = [stem_of(s.strip()) for s in f.read_text(encoding="utf-8").splitlines() if s.strip()]
             unknown = [s for s in stems if s not in self._images]
             if unknown and self.strict:
                 raise DataError(f"{f}: lists ids with no image in {self.root / 'images'}: {unknown[:5]}")
@@ -38,6 +38,6 @@ class KvasirDataset(Folder2DDataset):
         bb = self.root / "kavsir_bboxes.json"
         if bb.is_file():
             try:
-                self.bboxes = json.loads(bb.read_text())
+                self.bboxes = json.loads(bb.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{bb}: not valid JSON ({exc})") from exc

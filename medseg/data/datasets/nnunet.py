@@ -44,7 +44,7 @@ class NnUNetDataset(CaseDataset):
         if not js.is_file():
             raise DataError(f"{js}: dataset.json missing (dataset.root must be the folder holding it)")
         try:
-            meta = json.loads(js.read_text())
+            meta = json.loads(js.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DataError(f"{js}: not valid JSON ({exc})") from exc
         if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):

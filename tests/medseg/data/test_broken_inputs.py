@@ -102,7 +102,9 @@ def test_missing_dataset_json(nn):
 
 
 def test_missing_images_tr(tmp_path):
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1}}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "a": 1}}), encoding="utf-8"
+    )
     with pytest.raises(DataError, match=r"imagesTr: folder missing"):
         NnUNetDataset(tmp_path)
 
@@ -137,10 +139,10 @@ def test_corrupt_jpeg(tmp_path):
 
 
 def test_not_an_image(tmp_path):
-    (tmp_path / "x.png").write_text("hello")
+    (tmp_path / "x.png").write_text("hello", encoding="utf-8")
     with pytest.raises(DataError, match=r"x\.png: not a readable image"):
         read_image(tmp_path / "x.png")
-    (tmp_path / "x.vtk").write_text("hello")
+    (tmp_path / "x.vtk").write_text("hello", encoding="utf-8")
     with pytest.raises(DataError, match=r"x\.vtk: unsupported file type"):
         read_label(tmp_path / "x.vtk")
 
@@ -168,7 +170,7 @@ def test_npz_missing_key(tmp_path):
 
 def test_bad_split_file(tmp_path, nn):
     bad = tmp_path / "splits.json"
-    bad.write_text("{not json")
+    bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match=rf"{bad}: split file is not valid JSON"):
         resolve_splits(NnUNetDataset(nn), None, bad)
     with pytest.raises(DataError, match=r"nope\.json: split file not found"):
@@ -178,7 +180,7 @@ def test_bad_split_file(tmp_path, nn):
 def test_unknown_split_id(tmp_path, nn):
     f = tmp_path / "run" / "splits.json"
     f.parent.mkdir()
-    f.write_text(json.dumps({"train": ["quirk_0", "ghost"], "val": [], "test": []}))
+    f.write_text(json.dumps({"train": ["quirk_0", "ghost"], "val": [], "test": []}), encoding="utf-8")
     with pytest.raises(DataError, match=rf"{f}: unknown case ids \['ghost'\]"):
         resolve_splits(NnUNetDataset(nn), None, f)
     with pytest.raises(DataError, match=r"split.train/val/test: case id 'quirk_0' is in both"):

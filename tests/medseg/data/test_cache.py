@@ -94,6 +94,6 @@ def test_unwritable_cache_folder_is_one_error(nn_root, tmp_path):
 
 def test_cache_path_that_is_a_file_is_one_error(nn_root, tmp_path):
     f = tmp_path / "file"
-    f.write_text("x")
+    f.write_text("x", encoding="utf-8")
     with pytest.raises(DataError, match=r"file.*data_cache.dir is not writable"):
         _dataset(nn_root).enable_cache(f)

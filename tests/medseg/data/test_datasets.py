@@ -161,7 +161,7 @@ def test_resolve_splits_native_saved_and_reloaded(tmp_path):
     path = tmp_path / "run" / "splits.json"
     s = resolve_splits(ds, {"seed": 1}, path)
     assert s["test"] == ["case_006", "case_007"] and len(s["val"]) == 1 and len(s["train"]) == 5
-    path.write_text(json.dumps({"train": ["case_000"], "val": [], "test": []}))
+    path.write_text(json.dumps({"train": ["case_000"], "val": [], "test": []}), encoding="utf-8")
     assert resolve_splits(ds, {"seed": 2}, path)["train"] == ["case_000"]  # never re-drawn
 
 
@@ -174,7 +174,7 @@ def test_resolve_splits_ratios_and_lists(tmp_path):
     b = resolve_splits(ds, {"train": ds.case_ids[:5], "test": ds.case_ids[5:]}, None)
     assert b["val"] == [] and len(b["test"]) == 5
     f = tmp_path / "s.json"
-    f.write_text(json.dumps([{"train": ds.case_ids[:8], "val": ds.case_ids[8:]}]))
+    f.write_text(json.dumps([{"train": ds.case_ids[:8], "val": ds.case_ids[8:]}]), encoding="utf-8")
     assert resolve_splits(ds, {"file": str(f), "fold": 0}, None)["val"] == ds.case_ids[8:]
 
 

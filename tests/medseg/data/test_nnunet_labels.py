@@ -27,9 +27,9 @@ def with_ignore(root, *, slab=slice(0, 2)):
     """Declare ``"ignore": 3`` in dataset.json and mark the left half of slices ``slab`` of every
     training label as unannotated (covering organ and background voxels)."""
     js = root / "dataset.json"
-    meta = json.loads(js.read_text())
+    meta = json.loads(js.read_text(encoding="utf-8"))
     meta["labels"]["ignore"] = IGNORE
-    js.write_text(json.dumps(meta))
+    js.write_text(json.dumps(meta), encoding="utf-8")
     for f in sorted((root / "labelsTr").glob("*.nii.gz")):
         img = nib.load(str(f))
         lab = np.asarray(img.dataobj).copy()  # (x, y, z)
@@ -63,19 +63,19 @@ def test_ignore_label_survives_a_label_remap(nnunet_ignore):
 
 def test_ignore_label_not_the_highest_id_is_refused(tmp_path, capsys):
     root = S.write_nnunet(tmp_path / "nn", n_cases=2, depth=4, size=16, n_organs=2)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"] = {"background": 0, "ignore": 1, "organ1": 2}
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     line = one_line_exit(lambda: NnUNetDataset(root), capsys)
     assert str(root / "dataset.json") in line and "ignore" in line and "highest" in line, line
 
 
 def test_region_based_labels_are_refused_saying_so(tmp_path, capsys):
     root = S.write_nnunet(tmp_path / "nn", n_cases=2, depth=4, size=16, n_organs=3)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"] = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
     meta["regions_class_order"] = [1, 2, 3]
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     line = one_line_exit(lambda: NnUNetDataset(root), capsys)
     assert str(root / "dataset.json") in line and "region-based labels" in line, line
     assert "not supported" in line and "undeclared" not in line, line
@@ -191,7 +191,7 @@ def test_train_3d_on_a_dataset_with_ignore_scores_only_its_classes(nnunet_ignore
         ["dataset=nnunet", f"dataset.root={nnunet_ignore}", "func_3d.video_length=2", "trainer.batch_size=1"],
         out,
     )
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
     assert rows and not any("ignore" in k for k in rows[0]), list(rows[0])
     assert any(k.startswith("val/dice/organ") for k in rows[0]), list(rows[0])
 

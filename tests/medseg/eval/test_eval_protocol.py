@@ -49,11 +49,11 @@ def test_evaluation_does_not_depend_on_the_seed(prompt, data_root, random_t64, t
             ],
             out,
         )
-        tables.append((out / "val_cases.csv").read_text())
+        tables.append((out / "val_cases.csv").read_text(encoding="utf-8"))
     assert tables[0] == tables[1]
     rows = read_csv(tmp_path / "seed1" / "val_cases.csv")
     assert rows and all(r["eval_protocol"].startswith(prompt) for r in rows)
-    summary = json.loads((tmp_path / "seed1" / "run_summary.json").read_text())
+    summary = json.loads((tmp_path / "seed1" / "run_summary.json").read_text(encoding="utf-8"))
     assert (
         summary["eval_protocol"]["jitter_px"] == 0
         and summary["eval_protocol"]["id"] == rows[0]["eval_protocol"]
@@ -114,7 +114,7 @@ def test_auto_checkpoint_found_and_recorded(data_root, random_t64, tmp_path):
         out,
         small=False,
     )
-    w = json.loads((out / "run_summary.json").read_text())["weights"]
+    w = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))["weights"]
     from medseg.train.weights import sha256_file
 
     assert w["source"] == str(random_t64.resolve()) and w["sha256"] == sha256_file(random_t64)
@@ -125,7 +125,7 @@ def test_null_checkpoint_is_random_warned_and_recorded(data_root, tmp_path, capl
     with caplog.at_level("WARNING"):
         run_entry("train_2d", ["train=false", f"dataset.root={data_root / 'kvasir'}"], out)
     assert any("RANDOM weights" in r.getMessage() for r in caplog.records)
-    assert json.loads((out / "run_summary.json").read_text())["weights"]["source"] == "random"
+    assert json.loads((out / "run_summary.json").read_text(encoding="utf-8"))["weights"]["source"] == "random"
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_baseline_honours_checkpoint_for_evaluation(data_root, tmp_path):
     )
     again = read_csv(tmp_path / "eval" / "val_cases.csv")
     assert [r["dice"] for r in again] == [r["dice"] for r in trained]
-    w = json.loads((tmp_path / "eval" / "run_summary.json").read_text())["weights"]
+    w = json.loads((tmp_path / "eval" / "run_summary.json").read_text(encoding="utf-8"))["weights"]
     assert w["source"].endswith("checkpoint_last.pth")
 
 
@@ -185,7 +185,7 @@ def test_resnet50_encoder_without_weights_says_random(data_root, tmp_path, caplo
     with caplog.at_level("WARNING"):
         run_entry("train_2d", ["model=resnet50_frozen_decoder", f"dataset.root={data_root / 'kvasir'}"], out)
     assert any("random init" in r.getMessage() for r in caplog.records)
-    w = json.loads((out / "run_summary.json").read_text())["weights"]
+    w = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))["weights"]
     assert w["encoder"]["source"] == "random"
 
 
@@ -273,5 +273,5 @@ def test_compare_shows_weights_and_protocol_per_arm(data_root, random_t64, tmp_p
     rows = compare_runs([tmp_path / "random", tmp_path / "meta"], tmp_path / "cmp", names=["a", "b"])
     assert rows[0]["weights"] == "random" and rows[1]["weights"].startswith("sam2.1_hiera_tiny.pt (sha256 ")
     assert rows[0]["eval_protocol"] == rows[1]["eval_protocol"] == "box:tight"
-    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     assert "RANDOM weights" in md and "sam2.1_hiera_tiny.pt (sha256" in md

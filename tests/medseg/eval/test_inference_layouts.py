@@ -39,8 +39,8 @@ def nnunet_mha(root: Path) -> dict[str, np.ndarray]:
     for f in sorted(root.rglob("*.nii.gz")):
         sitk.WriteImage(sitk.ReadImage(str(f)), str(f.with_name(f.name[:-7] + ".mha")))
         f.unlink()
-    meta = json.loads((root / "dataset.json").read_text())
-    (root / "dataset.json").write_text(json.dumps(meta | {"file_ending": ".mha"}))
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    (root / "dataset.json").write_text(json.dumps(meta | {"file_ending": ".mha"}), encoding="utf-8")
     return {
         f.name[:-4]: sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in (root / "labelsTr").glob("*.mha")
     }

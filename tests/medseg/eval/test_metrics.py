@@ -107,7 +107,7 @@ def test_bad_inputs():
 
 
 def _read(path):
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 

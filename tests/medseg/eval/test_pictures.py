@@ -47,7 +47,7 @@ def test_comparison_columns_of_long_prefix_names_are_distinct(tmp_path):
         assert not np.array_equal(a, b)  # each arm's column title differs
     for t in titles:
         assert (t < 128).any()  # and holds text
-    md = (out / "comparison.md").read_text()
+    md = (out / "comparison.md").read_text(encoding="utf-8")
     assert "`hiera_t` = sam2.1_hiera_t" in md
 
 

@@ -65,7 +65,7 @@ def test_job_dirname_is_capped_safe_and_unique(overrides):
 def _fake_run(folder: Path, model: str) -> None:
     folder.mkdir(parents=True)
     (folder / "run_summary.json").write_text(
-        json.dumps({"model": model, "best": {"metric": "val/dice", "value": 0.5}})
+        json.dumps({"model": model, "best": {"metric": "val/dice", "value": 0.5}}), encoding="utf-8"
     )
 
 
@@ -128,7 +128,7 @@ def test_multirun_with_a_path_override_writes_flat_job_folders_and_a_summary(dat
     for num, job in enumerate(jobs):
         assert job.name.startswith(f"{num}_") and len(job.name) <= MAX_JOB_DIRNAME, job.name
         assert "sam2_checkpoint=sam2.1_hiera_tiny" in job.name, job.name
-        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
         assert f"sam2_checkpoint={ckpt}" in overrides  # the full overrides are kept
     rows = read_csv(sweep / "sweep_summary.csv")
     assert sorted(row["run"] for row in rows) == [j.name for j in jobs]

@@ -69,11 +69,11 @@ def arm(run: Path, dest: Path, scale: float) -> Path:
         path = dest / name
         if not path.exists():
             continue
-        with open(path, newline="") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
         for i, r in enumerate(rows):
             r["dice"] = str(min(1.0, scale * (0.2 + 0.3 * (i % 3))))
-        with open(path, "w", newline="") as f:
+        with open(path, "w", encoding="utf-8", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)

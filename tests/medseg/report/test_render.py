@@ -36,12 +36,14 @@ class Volumes:
 
 def inference_folder(folder: Path, ds: Volumes) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run_summary.json").write_text(json.dumps({"task": "inference_3d", "split": "all"}))
+    (folder / "run_summary.json").write_text(
+        json.dumps({"task": "inference_3d", "split": "all"}), encoding="utf-8"
+    )
     rows = ["case_id,class_id,class_name,dice,iou,hd95,hd95_unit,status"]
     for i, cid in enumerate(ds.case_ids):
         np.save(folder / f"{cid}.npy", ds.load_case(cid)["label"])
         rows += [f"{cid},1,liver,{0.1 * i},{0.05 * i},{3 + i},mm,ok", f"{cid},2,spleen,0.9,0.8,1.0,mm,ok"]
-    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
 
 
@@ -58,7 +60,7 @@ def test_size_budget_is_respected_and_says_what_it_left_out(tmp_path):
     folder = inference_folder(tmp_path / "preds", ds)
     write_report(folder, dataset=ds, max_mb=0.5)
     assert size(folder) <= 0.5 * 2**20
-    html = (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert html.count('<tr data-case="') == 12
     assert "every " in html or "left out" in html  # fewer slices per volume, or pictures left out
     assert "case_000" in html.split('<tr data-case="')[1]  # worst (lowest mean Dice) first
@@ -70,7 +72,7 @@ def test_every_slice_of_a_small_volume_and_the_key_slice_marked(tmp_path):
     ds = Volumes(n=1, depth=8)
     folder = inference_folder(tmp_path / "preds", ds)
     write_report(folder, dataset=ds)
-    html = (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert len(list((folder / "report_files").glob("case_000_z*.jpg"))) == 8
     assert 'data-key="4"' in html  # the slice with the most reference voxels (liver on 4..7 + spleen)
     assert "liver" in html and "spleen" in html  # the legend
@@ -79,9 +81,11 @@ def test_every_slice_of_a_small_volume_and_the_key_slice_marked(tmp_path):
 def test_run_folder_without_the_optional_files(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "metrics.csv").write_text("epoch,step,train/loss,val/dice\n1,1,2.0,0.3\n2,2,1.5,0.4\n")
+    (folder / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/dice\n1,1,2.0,0.3\n2,2,1.5,0.4\n", encoding="utf-8"
+    )
     write_report(folder)  # no run_summary.json, .hydra/, val_cases.csv, vis/
-    html = (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert "<svg" in html and "unknown" in html and "no pictures" in html
 
 
@@ -95,16 +99,16 @@ def test_inference_whose_data_moved_is_still_reported(tmp_path):
             "root": str(tmp_path / "gone"),
         }
     }
-    (folder / "report_files" / "context.json").write_text(json.dumps(ctx))
+    (folder / "report_files" / "context.json").write_text(json.dumps(ctx), encoding="utf-8")
     write_report(folder)
-    html = (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert html.count('<tr data-case="') == 2 and "the dataset could not be opened" in html
 
 
 def test_a_failing_report_is_a_warning_and_keeps_the_folder(tmp_path, monkeypatch, caplog):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,1,0.3\n")
+    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,1,0.3\n", encoding="utf-8")
     write_report(folder)
     before = snapshot(folder)
     from medseg.report import render
@@ -137,7 +141,7 @@ def test_tool_refuses_in_one_line(tmp_path, bad, capsys):
 
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,1,0.3\n")
+    (folder / "metrics.csv").write_text("epoch,step,val/dice\n1,1,0.3\n", encoding="utf-8")
     before = snapshot(folder)
     args = [str(tmp_path / "nothing")] if bad == "missing" else [str(folder), bad]
     assert tool.main(args) == 2

@@ -73,7 +73,7 @@ def check_offline_and_complete(pg: Page, folder: Path) -> None:
 
 
 def val_cases(folder: Path) -> set[str]:
-    with open(folder / "val_cases_best.csv", newline="") as f:
+    with open(folder / "val_cases_best.csv", encoding="utf-8", newline="") as f:
         return {r["case_id"] for r in csv.DictReader(f)}
 
 

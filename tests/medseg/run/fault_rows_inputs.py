@@ -65,7 +65,8 @@ def f_prompts_file_click_label_2(t, capsys, request, **_):
     root = _nnunet(t)
     pf = t / "prompts.json"
     pf.write_text(
-        json.dumps({"case_003": {"organ1": [{"slice": 2, "points": [[5, 5], [6, 6]], "labels": [1, 2]}]}})
+        json.dumps({"case_003": {"organ1": [{"slice": 2, "points": [[5, 5], [6, 6]], "labels": [1, 2]}]}}),
+        encoding="utf-8",
     )
     cfg = inference_cfg(t, root, request.getfixturevalue("meta_ckpt"), t / "preds", f"prompts_file={pf}")
     line = refused(lambda: run_inference(cfg), capsys, pf, "case_003", "slice 2", "label 2", keep=[root])
@@ -155,7 +156,7 @@ def _sam2_with(path: Path):
 @row
 def f_text_file_as_checkpoint(t, capsys, **_):
     p = t / "notes.txt"
-    p.write_text("model: sam2\n")
+    p.write_text("model: sam2\n", encoding="utf-8")
     refused(_sam2_with(p), capsys, p, "not a PyTorch weights file", keep=[t])
 
 

@@ -84,7 +84,9 @@ def _overrides_of(group: str, name: str) -> dict[str, str]:
     """``{group: option}`` of the ``- override /group: option`` lines of ``conf/<group>/<name>.yaml``."""
     import yaml
 
-    defaults = yaml.safe_load((CONF / group / f"{name}.yaml").read_text()).get("defaults") or []
+    defaults = (
+        yaml.safe_load((CONF / group / f"{name}.yaml").read_text(encoding="utf-8")).get("defaults") or []
+    )
     return {
         k.split("/", 1)[1]: v
         for d in defaults
@@ -244,7 +246,7 @@ def test_slurm_launcher_writes_a_valid_sbatch_script(tmp_path, monkeypatch):
 
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
     (fake / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -289,7 +291,7 @@ def test_train_slurm_script_maps_models(tmp_path):
         errors="replace",
     )
     assert r.returncode == 2 and "unknown model 'nonsense'" in r.stderr
-    text = (ROOT / "train_slurm.sh").read_text()
+    text = (ROOT / "train_slurm.sh").read_text(encoding="utf-8")
     assert "#SBATCH --gres=gpu:1" in text and "apptainer exec --nv" in text and "train_2d.py" in text
 
 
@@ -316,7 +318,7 @@ def test_multirun_two_variants_writes_runs_and_sweep_summary(data_root, tmp_path
     assert len(runs) == 2
     rows = read_csv(sweep / "sweep_summary.csv")
     assert sorted(r["model"] for r in rows) == ["sam2.1_hiera_t", "sam2_hiera_t"]
-    assert (sweep / "sweep_summary.md").read_text().count("sam2") >= 2
+    assert (sweep / "sweep_summary.md").read_text(encoding="utf-8").count("sam2") >= 2
     assert (sweep / "sweep_summary.png").stat().st_size > 1000
 
 

@@ -95,7 +95,7 @@ def f_evaluation_of_the_folders_own_checkpoint_is_accepted(t, capsys, **_):
 @row
 def f_run_dir_under_a_regular_file(t, capsys, **_):
     blocker = t / "a_file"
-    blocker.write_text("keep me")
+    blocker.write_text("keep me", encoding="utf-8")
     refused(
         callback(compose_cfg("train_2d", SMALL, blocker / "run")), capsys, "hydra.run.dir", blocker, keep=[t]
     )
@@ -138,7 +138,7 @@ def f_live_run_lock(t, capsys, **_):
     run = t / "run"
     run.mkdir()
     (run / LOCK_NAME).write_text(
-        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"})
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}), encoding="utf-8"
     )
     cfg = compose_cfg("train_2d", [*SMALL, "overwrite=true"], run)
     refused(callback(cfg), capsys, run, "in progress", keep=[run])
@@ -160,7 +160,7 @@ def f_used_inference_output_dir(t, capsys, request, **_):
 
     root, preds = _nnunet(t), t / "preds"
     preds.mkdir()
-    (preds / "metrics.csv").write_text("case_id,dice\ncase_000,0.9\n")
+    (preds / "metrics.csv").write_text("case_id,dice\ncase_000,0.9\n", encoding="utf-8")
     cfg = inference_cfg(t, root, request.getfixturevalue("meta_ckpt"), preds)
     refused(lambda: run_inference(cfg), capsys, preds, "overwrite=true", keep=[preds])
 

@@ -63,7 +63,7 @@ def test_sam_with_prompts_file_and_masks_writes_metrics(folder, tmp_path):
 
     stems = sorted(p.stem for p in (folder / "images").iterdir())
     pf = tmp_path / "prompts.json"
-    pf.write_text(json.dumps({s: [{"class": 1, "box": [8, 8, 40, 40]}] for s in stems}))
+    pf.write_text(json.dumps({s: [{"class": 1, "box": [8, 8, 40, 40]}] for s in stems}), encoding="utf-8")
     out = tmp_path / "preds"
     cfg = _cfg(tmp_path, _ckpt("sam_vit_b", tmp_path), folder / "images", out, f"prompts_file={pf}",
                f"mask_dir={folder / 'masks'}")  # fmt: skip
@@ -86,7 +86,7 @@ def test_non_empty_output_and_bad_prompts_are_one_line_and_change_nothing(folder
     )
     assert "overwrite=true" in line and snapshot(out) == before
     pf = tmp_path / "p.json"
-    pf.write_text(json.dumps({"sample_000": [{"class": 1, "box": [0, 0, 99, 10]}]}))
+    pf.write_text(json.dumps({"sample_000": [{"class": 1, "box": [0, 0, 99, 10]}]}), encoding="utf-8")
     fresh = tmp_path / "fresh"
     line = one_line_exit(
         lambda: run_inference_2d(_cfg(tmp_path, ck, folder / "images", fresh, f"prompts_file={pf}")), capsys

@@ -92,7 +92,7 @@ def _infer(ckpt: Path, root: Path, out: Path, *extra: str, split: str = "val"):
 
 
 def _val_ids(ckpt: Path) -> list[str]:
-    return json.loads((ckpt.parent / "splits.json").read_text())["val"]
+    return json.loads((ckpt.parent / "splits.json").read_text(encoding="utf-8"))["val"]
 
 
 def test_cli_writes_masks_on_input_grid_metrics_and_pictures(volumes, trained, tmp_path):
@@ -169,7 +169,7 @@ def test_labels_land_on_the_right_voxels(volumes, trained, tmp_path, monkeypatch
 
 
 def _write_prompts(path: Path, prompts: dict) -> Path:
-    path.write_text(json.dumps(prompts))
+    path.write_text(json.dumps(prompts), encoding="utf-8")
     return path
 
 
@@ -270,10 +270,10 @@ def test_existing_outputs_are_refused_without_overwrite(volumes, trained, tmp_pa
 
 def test_unwritable_output_dir_is_clear(volumes, trained, tmp_path):
     blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
+    blocker.write_text("not a folder", encoding="utf-8")
     with pytest.raises(PermissionError, match="output_dir is not writable"):
         _infer(trained, volumes, blocker / "preds")
-    assert blocker.read_text() == "not a folder"
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "readonly"
         ro.mkdir()

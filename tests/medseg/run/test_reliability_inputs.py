@@ -209,7 +209,9 @@ def test_prompts_file_naming_no_known_case_is_refused(tmp_path, nnunet, capsys):
     from func_3d.inference import run_inference
 
     pf = tmp_path / "prompts.json"
-    pf.write_text(json.dumps({"someone_else": {"organ1": [{"slice": 1, "box": [1, 1, 5, 5]}]}}))
+    pf.write_text(
+        json.dumps({"someone_else": {"organ1": [{"slice": 1, "box": [1, 1, 5, 5]}]}}), encoding="utf-8"
+    )
     preds = tmp_path / "preds"
     cfg = inference_cfg(tmp_path, nnunet, meta_ckpt(tmp_path), preds, f"prompts_file={pf}")
     line = one_line_exit(lambda: run_inference(cfg), capsys)

@@ -66,7 +66,7 @@ def test_resume_auto_in_new_empty_or_never_checkpointed_folder_starts_fresh(tmp_
     new, empty, killed = tmp_path / "new", tmp_path / "empty", tmp_path / "killed"
     empty.mkdir()
     killed.mkdir()
-    (killed / "splits.json").write_text('{"train": [], "val": [], "test": []}')
+    (killed / "splits.json").write_text('{"train": [], "val": [], "test": []}', encoding="utf-8")
     for run in (new, empty, killed):
         _passes_callback(_cfg(run, "trainer.resume=auto"))
         assert not (run / LOCK_NAME).exists()
@@ -89,7 +89,7 @@ def test_bad_resume_file_is_refused_before_anything_is_written(kind, tmp_path, c
     bad = tmp_path / "ck" / "checkpoint_last.pth"
     bad.parent.mkdir()
     if kind == "text":
-        bad.write_text("not a checkpoint\n")
+        bad.write_text("not a checkpoint\n", encoding="utf-8")
     elif kind == "weights_only":
         torch.save({"format": "sam2-medical/1", "model": {"w": torch.ones(1)}}, bad)
     run = tmp_path / "run"
@@ -112,8 +112,8 @@ def test_refusal_hint_never_names_a_missing_checkpoint_last(tmp_path, capsys):
     """A folder left by a start that failed (splits.json, .hydra/): no hint to resume from nothing."""
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
-    (run / "splits.json").write_text('{"train": ["a"], "val": [], "test": []}')
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n", encoding="utf-8")
+    (run / "splits.json").write_text('{"train": ["a"], "val": [], "test": []}', encoding="utf-8")
     before = snapshot(run)
     line = callback_exit(_cfg(run), capsys)
     assert str(run) in line and "hydra.run.dir" in line and "trainer.resume" not in line, line
@@ -131,14 +131,14 @@ def test_start_that_fails_before_step_one_leaves_the_folder_as_found(kvasir, tmp
     for run, existed in ((tmp_path / "new", False), (tmp_path / "old", True)):
         if existed:
             run.mkdir()
-            (run / "notes.txt").write_text("mine")
+            (run / "notes.txt").write_text("mine", encoding="utf-8")
         before = snapshot(run) if existed else None
         cfg = compose_cfg("train_2d", [*SMALL, f"dataset.root={kvasir}"], run)
         cb = RunFolderCallback()
         cb.on_run_start(config=cfg)
         (run / ".hydra").mkdir()  # what Hydra writes after the callback
-        (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
-        (run / "train_2d.log").write_text("[INFO] started\n")
+        (run / ".hydra" / "config.yaml").write_text("seed: 42\n", encoding="utf-8")
+        (run / "train_2d.log").write_text("[INFO] started\n", encoding="utf-8")
 
         def boom(*a, **k):
             raise ValueError("task: cannot be built (a late failure)")
@@ -215,7 +215,7 @@ def test_resume_with_another_lr_applies_it_and_records_it(trained_run, data_root
     assert ck["epoch"] == 2
     assert ck["scheduler"]["base_lrs"][0] == pytest.approx(1e-2)
     assert ck["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(1e-2)
-    summary = json.loads((run / "run_summary.json").read_text())
+    summary = json.loads((run / "run_summary.json").read_text(encoding="utf-8"))
     changes = {c["key"]: c for c in summary["resume_changes"]}
     assert changes["optim.lr"]["old"] == pytest.approx(1e-4) and changes["optim.lr"]["new"] == pytest.approx(
         1e-2
@@ -343,11 +343,13 @@ def test_case_selection_rules(nnunet, tmp_path):
     assert select_cases(cfg, {}, ds, tmp_path / "x.pth") == list(ds.case_ids)
     run = tmp_path / "run"
     old = _our_checkpoint(run / "checkpoint_best.pth")
-    (run / "splits.json").write_text(json.dumps({"train": ids[1:], "val": ids[:1], "test": []}))
+    (run / "splits.json").write_text(
+        json.dumps({"train": ids[1:], "val": ids[:1], "test": []}), encoding="utf-8"
+    )
     cfg = _inf_cfg(tmp_path, nnunet, old, "split=val")
     assert select_cases(cfg, {"format": "sam2-medical/1"}, ds, old) == ids[:1]
     sf = tmp_path / "mine.json"
-    sf.write_text(json.dumps({"train": ids[:2], "val": ids[2:3], "test": []}))
+    sf.write_text(json.dumps({"train": ids[:2], "val": ids[2:3], "test": []}), encoding="utf-8")
     cfg = _inf_cfg(tmp_path, nnunet, old, "split=val", f"splits_file={sf}")
     assert select_cases(cfg, {"format": "sam2-medical/1"}, ds, old) == ids[2:3]
     ck = {"format": "sam2-medical/1", "splits": {"train": ids[2:], "val": ids[:1], "test": []}}
@@ -369,7 +371,9 @@ def test_cli_refused_or_failed_start_leaves_no_folder(case, kvasir, tmp_path):
 
     fake = tmp_path / "site"
     fake.mkdir()
-    (fake / "wandb.py").write_text("raise ImportError('No module named wandb')\n")  # as without the extra
+    (fake / "wandb.py").write_text(
+        "raise ImportError('No module named wandb')\n", encoding="utf-8"
+    )  # as without the extra
     run = tmp_path / "run"
     if case == "missing_logger_package":
         extra, env, needle = (

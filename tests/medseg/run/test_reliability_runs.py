@@ -71,25 +71,25 @@ def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path, capsys):
     import socket
 
     live = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
-    (run / LOCK_NAME).write_text(json.dumps(live))
+    (run / LOCK_NAME).write_text(json.dumps(live), encoding="utf-8")
     cfg = compose_cfg("train_2d", [*SMALL, "overwrite=true"], run)
     line = callback_exit(cfg, capsys)
     assert str(run) in line and "in progress" in line and str(os.getpid()) in line
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run / LOCK_NAME).write_text(json.dumps({**live, "pid": dead.pid}))
+    (run / LOCK_NAME).write_text(json.dumps({**live, "pid": dead.pid}), encoding="utf-8")
     cb = RunFolderCallback()
     cb.on_run_start(config=cfg)  # the dead process's lock is stale: taken over
-    assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert json.loads((run / LOCK_NAME).read_text(encoding="utf-8"))["pid"] == os.getpid()
     cb.on_run_end(config=cfg)
 
 
 def test_run_dir_under_a_regular_file_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
-    blocker.write_text("keep me")
+    blocker.write_text("keep me", encoding="utf-8")
     line = callback_exit(compose_cfg("train_2d", SMALL, blocker / "run"), capsys)
     assert "hydra.run.dir" in line and str(blocker) in line and "is a file" in line
-    assert blocker.read_text() == "keep me"
+    assert blocker.read_text(encoding="utf-8") == "keep me"
 
 
 def test_inference_into_used_output_dir_keeps_its_metrics(tmp_path, nnunet, capsys):
@@ -98,7 +98,9 @@ def test_inference_into_used_output_dir_keeps_its_metrics(tmp_path, nnunet, caps
 
     preds = tmp_path / "preds"
     preds.mkdir()
-    (preds / "metrics.csv").write_text("case_id,dice\ncase_000,0.9\n")  # an earlier run on another split
+    (preds / "metrics.csv").write_text(
+        "case_id,dice\ncase_000,0.9\n", encoding="utf-8"
+    )  # an earlier run on another split
     before = snapshot(preds)
     cfg = inference_cfg(tmp_path, nnunet, meta_ckpt(tmp_path), preds)
     line = one_line_exit(lambda: run_inference(cfg), capsys)
@@ -145,13 +147,13 @@ def test_compare_out_naming_a_file_is_one_line(tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "report.md"
-    out.write_text("mine")
+    out.write_text("mine", encoding="utf-8")
     (tmp_path / "runA").mkdir()
     capsys.readouterr()
     assert tool.main([str(tmp_path / "runA"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(out) in err and "Traceback" not in err
-    assert out.read_text() == "mine"
+    assert out.read_text(encoding="utf-8") == "mine"
 
 
 def test_sweep_into_a_used_sweep_dir_is_refused(tmp_path, capsys):
@@ -304,7 +306,7 @@ def test_text_file_as_checkpoint_is_one_line_naming_it(text, tmp_path, capsys):
     from sam2_train import build_sam2_model
 
     path = tmp_path / "notes.txt"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     line = one_line_exit(
         lambda: build_sam2_model("sam2.1_hiera_t", image_size=64, checkpoint=str(path)), capsys
     )

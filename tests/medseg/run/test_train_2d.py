@@ -91,7 +91,9 @@ def test_resume_is_exact(data_root, tmp_path):
     init = _weights(part / "checkpoint_last.pth")
     assert any(not torch.equal(a[k], init[k]) for k in a), "second epoch changed nothing"
     assert untimed_rows(full / "metrics.csv") == untimed_rows(resumed / "metrics.csv")
-    assert (resumed / "splits.json").read_text() == (full / "splits.json").read_text()
+    assert (resumed / "splits.json").read_text(encoding="utf-8") == (full / "splits.json").read_text(
+        encoding="utf-8"
+    )
     from medseg.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"checkpoint_best\.pth: holds weights only .*checkpoint_last"):

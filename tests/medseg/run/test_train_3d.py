@@ -38,7 +38,7 @@ def test_two_steps_output_contract(layout, data_root, tmp_path):
     assert len(rows) == 1 and rows[0]["step"] == "2", rows
     assert float(rows[0]["train/loss"]) > 0
     assert 0.0 <= float(rows[0]["val/dice"]) <= 1.0
-    splits = json.loads((out / "splits.json").read_text())
+    splits = json.loads((out / "splits.json").read_text(encoding="utf-8"))
     assert splits["train"] and splits["val"] and not set(splits["train"]) & set(splits["val"])
     ck = torch.load(out / "checkpoint_last.pth", map_location="cpu", weights_only=True)
     assert (
@@ -107,7 +107,9 @@ def test_resume_is_exact(data_root, tmp_path):
     ra, rb = untimed_rows(full / "metrics.csv"), untimed_rows(resumed / "metrics.csv")
     assert len(ra) == 2
     assert ra == rb
-    assert (resumed / "splits.json").read_text() == (full / "splits.json").read_text()
+    assert (resumed / "splits.json").read_text(encoding="utf-8") == (full / "splits.json").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_torchrun_two_cpu_processes(data_root, tmp_path):

@@ -70,7 +70,7 @@ def test_rank_zero_guards_the_run_folder_under_every_launcher(tmp_path, monkeypa
     assert not _is_main_process()
     monkeypatch.setenv("RANK", "0")  # torchrun's own variable wins
     assert _is_main_process()
-    (tmp_path / "metrics.csv").write_text("epoch\n1\n")
+    (tmp_path / "metrics.csv").write_text("epoch\n1\n", encoding="utf-8")
     (tmp_path / "checkpoint_last.pth").write_bytes(b"")  # auto continues the folder's checkpoint_last.pth
     assert check_run_folder(tmp_path, resume="auto") == "resume"
     with pytest.raises(FileExistsError, match="holds an earlier run"):
@@ -86,11 +86,11 @@ def test_train_slurm_script_submits_n_gpus_m_nodes_and_runs_srun(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
     for tool in ("sbatch", "srun"):
-        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*"\n')
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*"\n', encoding="utf-8")
         (fake / tool).chmod(0o755)
     # the second host comes after the reader may have closed the pipe (a long node list on a real
     # cluster): `head -n 1 || echo localhost` under pipefail made the address "gpu07\nlocalhost"
-    (fake / "scontrol").write_text("#!/bin/sh\necho gpu07\nsleep 0.3\necho gpu08\n")
+    (fake / "scontrol").write_text("#!/bin/sh\necho gpu07\nsleep 0.3\necho gpu08\n", encoding="utf-8")
     (fake / "scontrol").chmod(0o755)
     (ROOT / ".venv" / "bin").exists() or pytest.skip("train_slurm.sh runs the repository's .venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}

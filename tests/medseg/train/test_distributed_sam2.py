@@ -67,7 +67,7 @@ def test_two_processes_equal_one_process(dim, how, data_root, tmp_path):
     extra = [e.format(data=data_root) for e in extra]
     one = _train(entry, extra, tmp_path / "one", "one")
     two = _train(entry, extra, tmp_path / "two", how)
-    log = (two / f"{entry[:-3]}.log").read_text()
+    log = (two / f"{entry[:-3]}.log").read_text(encoding="utf-8")
     assert "DistributedDataParallel over 2 processes" in log
     a, b = checkpoint_weights(one / "checkpoint_last.pth"), checkpoint_weights(two / "checkpoint_last.pth")
     init = init_weights(5)
@@ -185,10 +185,12 @@ def test_distributed_validation_writes_the_single_process_tables(dim, data_root,
     cases = read_csv(one / "val_cases.csv")
     n = len({r["case_id"] for r in cases})
     assert n >= 3
-    log = (two / f"{entry[:-3]}.log").read_text()
+    log = (two / f"{entry[:-3]}.log").read_text(encoding="utf-8")
     assert f"evaluation shard 0/2: {(n + 1) // 2} of {n} cases" in log  # each rank scored its share
     assert f"evaluation shard 1/2: {n // 2} of {n} cases" in log
-    assert (two / "val_cases.csv").read_text() == (one / "val_cases.csv").read_text()
+    assert (two / "val_cases.csv").read_text(encoding="utf-8") == (one / "val_cases.csv").read_text(
+        encoding="utf-8"
+    )
     assert untimed_rows(two / "metrics.csv") == untimed_rows(one / "metrics.csv")
 
 
@@ -225,8 +227,10 @@ def test_inference_3d_two_processes_write_the_files_of_one(data_root, tmp_path):
     assert len(masks) >= 3
     for f in masks:
         assert np.array_equal(np.load(one / f), np.load(two / f)), f
-    assert (two / "metrics.csv").read_text() == (one / "metrics.csv").read_text()
-    log = (tmp_path / "h2" / "inference_3d.log").read_text()
+    assert (two / "metrics.csv").read_text(encoding="utf-8") == (one / "metrics.csv").read_text(
+        encoding="utf-8"
+    )
+    log = (tmp_path / "h2" / "inference_3d.log").read_text(encoding="utf-8")
     n = len(masks)
     assert f"evaluation shard 0/2: {(n + 1) // 2} of {n} cases" in log  # each case segmented once
     assert f"evaluation shard 1/2: {n // 2} of {n} cases" in log

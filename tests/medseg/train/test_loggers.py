@@ -35,7 +35,7 @@ def logged_run(data_root, tmp_path_factory):
         ],
         out / "run",
     )
-    rows = list(csv.DictReader(open(out / "run" / "csv" / "scalars.csv")))
+    rows = list(csv.DictReader(open(out / "run" / "csv" / "scalars.csv", encoding="utf-8")))
     return out, cfg, rows
 
 
@@ -56,7 +56,10 @@ def test_csv_rows_hold_every_scalar_at_both_steps(logged_run):
     out, cfg, rows = logged_run
     _train_and_val_names(r["name"] for r in rows)
     assert sorted({int(r["step"]) for r in rows if r["name"] == "train/loss"}) == [1, 2]
-    assert json.loads((out / "run" / "csv" / "hparams.json").read_text())["model"]["image_size"] == 64
+    assert (
+        json.loads((out / "run" / "csv" / "hparams.json").read_text(encoding="utf-8"))["model"]["image_size"]
+        == 64
+    )
 
 
 def test_tensorboard_event_file_has_the_same_scalars(logged_run):
