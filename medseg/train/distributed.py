@@ -57,7 +57,12 @@ def export_cluster_env(env: dict | None = None) -> str:
     if env.get("SUBMITIT_EXECUTOR") and env is os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        # variables inherited from the shell that submitted the job (a login profile, an enclosing job) made
+        # submitit refuse to export; the job's own values win (submitit keeps a MASTER_PORT it finds set)
+        stale = sorted(k for k in ("MASTER_ADDR", "LOCAL_RANK", "LOCAL_WORLD_SIZE") if k in env)
+        if stale:
+            log.info("submitit job: inherited %s replaced by the job's own", ", ".join(stale))
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         return "submitit"
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
         env["RANK"] = env["SLURM_PROCID"]

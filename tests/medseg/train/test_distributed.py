@@ -311,3 +311,22 @@ def test_evaluation_sharded_over_two_processes_gives_the_single_process_rows(tmp
     assert repr(r0["rows"]) == repr(rows1)  # repr: NaN (HD95 of an empty mask) equals itself
     assert repr(r0["summary"]) == repr(summary1)
     assert r1 == {"summary": {}, "rows": []}
+
+
+def test_a_submitit_job_replaces_a_master_port_inherited_from_the_shell(monkeypatch):
+    """A login profile (or an enclosing job) exporting MASTER_PORT / MASTER_ADDR made submitit's export
+    raise, a traceback in every task of launcher=submitit_local / slurm. Now the job's rank, size and
+    first host win; the port given in the environment is kept (submitit's rule: the same in every task)."""
+    import os
+
+    for key, value in {
+        "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "77", "SUBMITIT_LOCAL_NTASKS": "2",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
+        "SUBMITIT_LOCAL_LOCALID": "1", "MASTER_PORT": "1234", "MASTER_ADDR": "elsewhere",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert export_cluster_env() == "submitit"
+    assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2" and os.environ["LOCAL_RANK"] == "1"
+    assert os.environ["MASTER_PORT"] == "1234" and os.environ["MASTER_ADDR"] != "elsewhere"
