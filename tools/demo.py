@@ -44,6 +44,15 @@ def dice_table(metrics_csv: Path) -> str:
     return "\n".join(lines)
 
 
+DEMO_ENTRIES = {
+    "data",
+    "train_2d",
+    "train_3d",
+    "inference_3d",
+    "predictions_3d",
+}  # what a demo writes in --out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out")
@@ -53,8 +62,13 @@ def main(argv=None) -> int:
     from medseg.data import synthetic
 
     out = (ROOT / args.out).resolve()
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES) if out.is_dir() else []
+    if out.exists() and (not out.is_dir() or foreign):
+        what = f"holds {', '.join(foreign[:3])}" if foreign else "is a file"
+        print(f"error: --out {out} {what}, which the demo did not write; give another --out", file=sys.stderr)
+        return 2  # a folder of the user's is never deleted
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # an earlier demo's outputs only
     t0 = time.time()
     common = [f"trainer.device={args.device}", "trainer.num_workers=0", "trainer.progress_bar=false"]
 
