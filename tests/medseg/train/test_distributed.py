@@ -326,7 +326,8 @@ def test_a_submitit_job_replaces_a_master_port_inherited_from_the_shell(monkeypa
     }.items():  # fmt: skip
         monkeypatch.setenv(key, value)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "x")  # recorded by monkeypatch, so what the export writes is undone after
+        monkeypatch.delenv(key)
     assert export_cluster_env() == "submitit"
     assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2" and os.environ["LOCAL_RANK"] == "1"
     assert os.environ["MASTER_PORT"] == "1234" and os.environ["MASTER_ADDR"] != "elsewhere"
