@@ -136,9 +136,8 @@ def _children(node: Any):
             if k == "hydra" and node._get_parent() is None:  # Hydra's own settings at the root: not options
                 continue
             child = node._get_node(k)
-            if (
-                child is not None and child._is_interpolation()
-            ):  # checked where it points (e.g. options: ${func_2d})
+            # an interpolation is checked where it points (e.g. a model's options: ${oc.select:func_2d})
+            if child is not None and child._is_interpolation():
                 continue
             try:
                 yield str(k), node[k]

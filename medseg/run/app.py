@@ -79,10 +79,9 @@ def run_spec(cfg: DictConfig) -> RunSpec:
         seed=int(cfg.seed),
         optimizer=functools.partial(build_optimizer, cfg.optim),
         scheduler=lambda optimizer, total: build_scheduler(cfg.scheduler, optimizer, total),
-        loggers=lambda out, is_main: build_loggers(logger_cfg, out, is_main=is_main),
+        loggers=lambda out: build_loggers(logger_cfg, out),
         hparams=loggable_config(cfg),
         record=OmegaConf.to_container(cfg, resolve=False),
-        train=bool(cfg.train),
         vis=bool(cfg.vis),
         test_after_training=bool(cfg.test_after_training),
         overwrite=bool(cfg.overwrite),
@@ -92,11 +91,7 @@ def run_spec(cfg: DictConfig) -> RunSpec:
 
 def trainer_options(cfg: DictConfig) -> TrainerConfig:
     """``cfg.trainer`` as the typed :class:`~medseg.schema.TrainerConfig` object the engine takes."""
-    return (
-        OmegaConf.to_object(cfg.trainer)
-        if OmegaConf.get_type(cfg.trainer) is TrainerConfig
-        else (TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)))
-    )
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer))
 
 
 def prepare_model(cfg: DictConfig, task, model) -> int:

@@ -70,7 +70,7 @@ class PreparesModel(Protocol):
     def prepare_model(self, model: torch.nn.Module) -> None: ...
 
 
-def _no_loggers(out_dir: Path, is_main: bool):
+def _no_loggers(out_dir: Path):
     return None
 
 
@@ -79,19 +79,18 @@ class RunSpec:
     """The run-wide values the engine needs besides the trainer options.
 
     seed: data order and augmentation (per epoch and sample). optimizer(model) / scheduler(optimizer,
-    total_steps): built when training starts. loggers(out_dir, is_main): the ``logger=`` backends (or None).
+    total_steps): built when training starts. loggers(out_dir): the ``logger=`` backends (or None), opened on rank 0 only.
     hparams: what the loggers record as the run's settings. record: the config as written, stored in every
-    checkpoint (``config``) and compared on resume. train / vis / test_after_training / overwrite /
-    model_name: the top-level options of the same names (``model.name``).
+    checkpoint (``config``) and compared on resume. vis / test_after_training / overwrite / model_name:
+    the top-level options of the same names (``model.name``).
     """
 
     seed: int = 0
     optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None
     scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None
-    loggers: Callable[[Path, bool], Any] = _no_loggers
+    loggers: Callable[[Path], Any] = _no_loggers
     hparams: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
-    train: bool = True
     vis: bool = False
     test_after_training: bool = False
     overwrite: bool = False

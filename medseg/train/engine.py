@@ -123,7 +123,7 @@ class Engine(RunOutputs, ExternalLoop):
     def _open_writer(self):
         """The ``logger=`` backends (RunSpec.loggers), rank 0 only; they receive the run's settings."""
         if self.writer is None:
-            self.writer = self.run.loggers(self.out_dir, self.dist.is_main) if self.dist.is_main else None
+            self.writer = self.run.loggers(self.out_dir) if self.dist.is_main else None
             if self.writer:
                 self.writer.log_hparams(self.run.hparams)
 

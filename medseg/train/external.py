@@ -28,14 +28,13 @@ class ExternalLoop:
         self.external_started = True  # from here the library writes into the run folder: kept on failure
         self.model, rows = self.task.fit_external(self.model, self.out_dir, self.device)
         self.optimizer = self.scheduler = None  # the library's: not in our checkpoints
-        for row in rows[:-1]:
-            self._add_row(row)
+        *earlier, last = [dict(r) for r in rows] or [{"epoch": int(self.t.max_epochs), "step": 0}]
+        for row in (*earlier, last):
             if self.writer:
                 self.writer.log_scalars({k: v for k, v in row.items() if "/" in k}, int(row.get("step", 0)))
-        last = dict(rows[-1]) if rows else {"epoch": int(self.t.max_epochs), "step": 0}
+        for row in earlier:
+            self._add_row(row)
         self.epoch, self.step = int(last["epoch"]), int(last.get("step", 0))
-        if self.writer:
-            self.writer.log_scalars({k: v for k, v in last.items() if "/" in k}, self.step)
         last.update(self._validate())
         last["time_s"] = time.time() - start
         self._close_epoch(last)
